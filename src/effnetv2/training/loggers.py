@@ -1,0 +1,76 @@
+"""Logger set-up: W&B works with no account (offline), online is one override away."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def wandb_credentials_present() -> bool:
+    """True when W&B could authenticate: an API key in the environment or in ~/.netrc (`wandb login`)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc(Path.home() / ".netrc").authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(requested: str) -> str:
+    """Pick the W&B mode to run in.
+
+    `auto` follows WANDB_MODE when set, else online with credentials and offline without. `online`
+    without credentials would stop the run at a login prompt, so it falls back to offline with a warning.
+    """
+    if requested not in WANDB_MODES:
+        from effnetv2.errors import ConfigError
+
+        raise ConfigError(f"logger.wandb.mode={requested!r} is unknown; choose one of {', '.join(WANDB_MODES)}")
+    if requested == "auto":
+        env_mode = os.environ.get("WANDB_MODE")
+        if env_mode in ("online", "offline", "disabled"):
+            requested = env_mode
+        else:
+            requested = "online" if wandb_credentials_present() else "offline"
+    if requested == "online" and not wandb_credentials_present():
+        log.warning(
+            "W&B online mode needs credentials (WANDB_API_KEY or `wandb login`); logging offline instead. "
+            "Sync later with `wandb sync <run folder>/wandb/offline-run-*`."
+        )
+        requested = "offline"
+    return requested
+
+
+def prepare_logger_configs(logger_cfg: DictConfig | None) -> DictConfig | None:
+    """Resolve W&B's `mode: auto` into a mode wandb.init accepts, and drop `log_model` offline
+    (Lightning raises when both are set)."""
+    if not logger_cfg or "wandb" not in logger_cfg:
+        return logger_cfg
+    logger_cfg = OmegaConf.create(OmegaConf.to_container(logger_cfg, resolve=True))
+    with open_dict(logger_cfg):
+        wandb_cfg = logger_cfg.wandb
+        mode = resolve_wandb_mode(str(wandb_cfg.get("mode", "auto")))
+        wandb_cfg.mode = mode
+        wandb_cfg.offline = mode == "offline"
+        if mode != "online":
+            wandb_cfg.log_model = False
+        Path(wandb_cfg.save_dir).mkdir(parents=True, exist_ok=True)
+    return logger_cfg
+
+
+def finish_wandb() -> None:
+    """Close the W&B run so the next Hydra multirun job starts its own (a new WandbLogger would reuse it)."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish()

@@ -1,0 +1,181 @@
+"""The LightningModule: one EfficientNetV2 classifier, its loss, metrics and optimizer.
+
+Everything the progressive-learning callback changes between stages is a setter here
+(mixup/CutMix alpha, dropout, drop-path), so the callback never reaches into internals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from effnetv2.data.mixup import MixupCutmix
+from effnetv2.training.optim import lr_lambda, parameter_groups
+
+
+def _plain(config: Any) -> Any:
+    """Hydra configs become plain containers so checkpoints and W&B store readable values."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return config
+
+
+class ClassificationModule(L.LightningModule):
+    """Image classification with EfficientNetV2, as trained in the paper (label smoothing, mixup,
+    no weight decay on norms and biases, learning rate scaled with the batch size)."""
+
+    def __init__(
+        self,
+        model: dict,
+        optimizer: dict,
+        lr_scheduler: dict,
+        num_classes: int,
+        in_chans: int = 3,
+        class_names: list[str] | None = None,
+        label_smoothing: float = 0.1,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        lr_batch_base: int | None = 256,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        model, optimizer, lr_scheduler = _plain(model), _plain(optimizer), _plain(lr_scheduler)
+        self.save_hyperparameters(
+            dict(
+                model=model,
+                optimizer=optimizer,
+                lr_scheduler=lr_scheduler,
+                num_classes=num_classes,
+                in_chans=in_chans,
+                class_names=list(class_names) if class_names is not None else None,
+                label_smoothing=label_smoothing,
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                lr_batch_base=lr_batch_base,
+                channels_last=channels_last,
+                compile=compile,
+            )
+        )
+        self.model = instantiate(model, num_classes=num_classes, in_chans=in_chans)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.mixup = MixupCutmix(
+            num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=label_smoothing
+        )
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_acc_per_class = MulticlassAccuracy(num_classes, average=None)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._epoch_start: float | None = None
+        self._epoch_images = 0
+
+    # Setters used by progressive learning -------------------------------------------------------
+    def set_mixup_alpha(self, alpha: float) -> None:
+        self.mixup.mixup_alpha = float(alpha)
+
+    def set_cutmix_alpha(self, alpha: float) -> None:
+        self.mixup.cutmix_alpha = float(alpha)
+
+    def set_dropout(self, p: float) -> None:
+        self.model.set_dropout(p)
+
+    def set_drop_path_rate(self, rate: float) -> None:
+        self.model.set_drop_path_rate(rate)
+
+    # Forward and steps ----------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self._forward(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        mixed, soft_targets = self.mixup(images, targets)
+        logits = self(mixed)
+        loss = F.cross_entropy(logits, soft_targets)
+        self.train_acc(logits.detach(), targets)
+        self._epoch_images += images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("train/image_size", float(images.shape[-1]), on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, targets), prog_bar=True, sync_dist=True)
+        self.val_acc(logits, targets)
+        self.val_acc_top5(logits, targets)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log("val/acc_top5", self.val_acc_top5)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        logits = self(images)
+        self.log("test/loss", F.cross_entropy(logits, targets), sync_dist=True)
+        self.test_acc(logits, targets)
+        self.test_acc_top5(logits, targets)
+        self.test_acc_per_class.update(logits, targets)
+        self.test_confusion.update(logits, targets)
+        self.log("test/acc", self.test_acc)
+        self.log("test/acc_top5", self.test_acc_top5)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_acc_per_class.reset()
+        self.test_confusion.reset()
+
+    def on_test_epoch_end(self) -> None:
+        """Keep the confusion matrix and per-class accuracy for the loggers and the run folder."""
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
+        per_class = self.test_acc_per_class.compute().cpu()
+        names = self.hparams.class_names or [str(i) for i in range(len(per_class))]
+        for name, acc in zip(names, per_class.tolist()):
+            self.log(f"test/acc_class/{name}", acc)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).softmax(dim=-1)
+
+    # Throughput -------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._epoch_images = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_start is not None and self._epoch_images:
+            seconds = time.perf_counter() - self._epoch_start
+            self.log("train/images_per_sec", self._epoch_images / seconds * self.trainer.world_size)
+
+    # Optimizer ---------------------------------------------------------------------------------------
+    def scaled_lr(self, base_lr: float) -> float:
+        """The config's learning rate is per `lr_batch_base` images (paper: 0.016 per 256)."""
+        base = self.hparams.lr_batch_base
+        if not base:
+            return base_lr
+        batch_size = getattr(self.trainer.datamodule, "batch_size", base) if self.trainer else base
+        effective = batch_size * self.trainer.accumulate_grad_batches * self.trainer.world_size
+        return base_lr * effective / base
+
+    def configure_optimizers(self) -> dict:
+        config = dict(self.hparams.optimizer)
+        weight_decay = config.pop("weight_decay", 0.0)
+        config["lr"] = self.scaled_lr(config["lr"])
+        optimizer = instantiate(config, parameter_groups(self.model, weight_decay), _convert_="all")
+        scheduler_config = dict(self.hparams.lr_scheduler)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        multiplier = lr_lambda(total_steps=total_steps, steps_per_epoch=steps_per_epoch, **scheduler_config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,101 @@
+"""Train-and-test from a composed Hydra config: what `src/train.py` runs, callable from tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from effnetv2.errors import CheckpointError
+from effnetv2.models.summary import format_summary, model_summary
+from effnetv2.training.loggers import finish_wandb, prepare_logger_configs
+from effnetv2.training.module import ClassificationModule
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers)."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path` wins; `resume=auto` picks checkpoints/last.ckpt of this run folder when present."""
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise CheckpointError(
+                f"ckpt_path={cfg.ckpt_path} does not exist; pass the path of a .ckpt file "
+                "(runs keep them in <run folder>/checkpoints/) or drop the override"
+            )
+        return str(path)
+    if cfg.get("resume") == "auto":
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resume=auto: resuming from %s", last)
+            return str(last)
+        log.info("resume=auto: no %s yet, starting fresh", last)
+    return None
+
+
+def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> ClassificationModule:
+    return ClassificationModule(
+        model=cfg.model,
+        optimizer=cfg.optimizer,
+        lr_scheduler=cfg.lr_scheduler,
+        num_classes=datamodule.num_classes,
+        in_chans=datamodule.in_chans,
+        class_names=datamodule.class_names,
+        **cfg.module,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; returns the final metrics and writes them to the run folder."""
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule)
+    log.info(format_summary(model_summary(module.model, datamodule.image_size)))
+    datamodule.save_class_map(output_dir / "class_map.json")
+
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(prepare_logger_configs(cfg.get("logger")))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(resolved)
+
+    try:
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.get("test", True):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if best:
+                log.info("Testing the best checkpoint: %s", best)
+            test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update({k: float(v) for k, v in test_results[0].items()} if test_results else {})
+            if trainer.is_global_zero:
+                torch.save(module.test_confusion_matrix, output_dir / "confusion_matrix.pt")
+    finally:
+        finish_wandb()
+
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val/acc", "test/acc", "test/acc_top5") if k in metrics)
+        log.info("Run folder: %s", output_dir)
+        log.info("Final metrics: %s", summary)
+    return metrics
