@@ -1,0 +1,175 @@
+"""Images/sec of our EfficientNetV2 vs timm and torchvision (issue 3 benchmark).
+
+Training step (forward + backward + AdamW step) and eval forward, float32, contiguous and
+channels_last, for V2-S and V2-B0. Every implementation uses symmetric padding (timm's B0 exists only
+as a `tf_` port, so it is built with pad_type="" to compare like with like). Measurements are
+interleaved: each round visits every cell and rotates the order of the implementations, and the table
+reports the median over rounds, so load from other processes hits all implementations alike.
+
+    python benchmarks/model_throughput.py            # full settings (several minutes on 2 cores)
+    python benchmarks/model_throughput.py --quick    # smoke run (B0, 64 px, one round)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from effnetv2.models import create_model
+
+NUM_CLASSES = 1000
+FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+# model -> implementation -> builder (random init, no download)
+PEERS: dict[str, dict[str, Callable[[], nn.Module]]] = {
+    "v2_s": {
+        "ours": lambda: create_model("v2_s"),
+        "timm": lambda: timm.create_model("efficientnetv2_s", pretrained=False),
+        "torchvision": lambda: torchvision.models.efficientnet_v2_s(weights=None),
+    },
+    "v2_b0": {
+        "ours": lambda: create_model("v2_b0"),
+        "timm": lambda: timm.create_model("tf_efficientnetv2_b0", pretrained=False, pad_type=""),
+    },
+}
+IMPLEMENTATIONS = ("ours", "timm", "torchvision")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table row: what is measured, for every implementation."""
+
+    model: str
+    mode: str  # "train" or "eval"
+    size: int
+    fmt: str
+
+
+class Runner:
+    """One model instance in one memory format, with its optimizer, ready to time."""
+
+    def __init__(self, build: Callable[[], nn.Module], fmt: str) -> None:
+        self.memory_format = FORMATS[fmt]
+        self.model = build().to(memory_format=self.memory_format)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+
+    def _images(self, batch: int, size: int) -> torch.Tensor:
+        return torch.randn(batch, 3, size, size).contiguous(memory_format=self.memory_format)
+
+    def train_steps(self, batch: int, size: int, steps: int) -> float:
+        """Images/sec over `steps` full training steps."""
+        self.model.train()
+        images = self._images(batch, size)
+        targets = torch.randint(0, NUM_CLASSES, (batch,))
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(self.model(images), targets)
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return batch * steps / (time.perf_counter() - start)
+
+    @torch.inference_mode()
+    def eval_steps(self, batch: int, size: int, steps: int) -> float:
+        """Images/sec over `steps` eval forward passes."""
+        self.model.eval()
+        images = self._images(batch, size)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.model(images)
+        return batch * steps / (time.perf_counter() - start)
+
+
+def measure(runner: Runner, cell: Cell, args: argparse.Namespace, steps: int) -> float:
+    if cell.mode == "train":
+        return runner.train_steps(args.train_batch, cell.size, steps)
+    return runner.eval_steps(args.eval_batch, cell.size, steps)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["v2_s", "v2_b0"], choices=list(PEERS))
+    parser.add_argument("--train-sizes", nargs="+", type=int, default=[128, 224])
+    parser.add_argument("--eval-sizes", nargs="+", type=int, default=[224])
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
+    parser.add_argument("--train-batch", type=int, default=16)
+    parser.add_argument("--eval-batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per cell and round")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run: B0, 64 px, batch 4, one round")
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.train_sizes, args.eval_sizes = ["v2_b0"], [64], [64]
+        args.train_batch, args.eval_batch, args.rounds, args.steps = 4, 4, 1, 1
+    return args
+
+
+def markdown_table(cells: list[Cell], results: dict[tuple[Cell, str], list[float]]) -> str:
+    lines = [
+        "| model | mode | px | format | ours img/s | timm img/s | torchvision img/s | ours / fastest peer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        medians = {impl: statistics.median(results[cell, impl]) for impl in PEERS[cell.model]}
+        fastest_peer = max(value for impl, value in medians.items() if impl != "ours")
+        shown = [f"{medians[impl]:.1f}" if impl in medians else "n/a" for impl in IMPLEMENTATIONS]
+        lines.append(
+            f"| {cell.model} | {cell.mode} | {cell.size} | {cell.fmt} | {' | '.join(shown)} "
+            f"| {medians['ours'] / fastest_peer:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cells = [
+        Cell(model, mode, size, fmt)
+        for model in args.models
+        for mode, sizes in (("train", args.train_sizes), ("eval", args.eval_sizes))
+        for size in sizes
+        for fmt in args.formats
+    ]
+    runners = {
+        (model, impl, fmt): Runner(build, fmt)
+        for model in args.models
+        for impl, build in PEERS[model].items()
+        for fmt in args.formats
+    }
+    started = time.perf_counter()
+    for cell in cells:  # warm-up: oneDNN primitive creation, allocator growth
+        for impl in PEERS[cell.model]:
+            measure(runners[cell.model, impl, cell.fmt], cell, args, steps=1)
+    print(f"warm-up {time.perf_counter() - started:.0f} s", flush=True)
+    results: dict[tuple[Cell, str], list[float]] = {}
+    for round_index in range(args.rounds):
+        for cell in cells:
+            impls = list(PEERS[cell.model])
+            shift = round_index % len(impls)
+            for impl in itertools.chain(impls[shift:], impls[:shift]):
+                value = measure(runners[cell.model, impl, cell.fmt], cell, args, args.steps)
+                results.setdefault((cell, impl), []).append(value)
+        elapsed = time.perf_counter() - started
+        print(f"round {round_index + 1}/{args.rounds} done at {elapsed:.0f} s", flush=True)
+    print(
+        f"\ntorch {torch.__version__}, timm {timm.__version__}, torchvision {torchvision.__version__}, "
+        f"{args.threads} threads, train batch {args.train_batch}, eval batch {args.eval_batch}, "
+        f"median of {args.rounds} rounds x {args.steps} steps\n"
+    )
+    print(markdown_table(cells, results))
+
+
+if __name__ == "__main__":
+    main()
