@@ -1,0 +1,339 @@
+"""ProgressiveLearning in real Lightning training runs: every epoch must train with its stage's values,
+observed from inside training (the batches `training_step` receives, the magnitude the augmentation
+used, the mixup alpha and dropout in force), also after resuming from a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from effnetv2.errors import ConfigError
+from effnetv2.training.callbacks import ProgressiveLearning
+from effnetv2.training.progressive import ProgressiveSchedule
+
+torch.set_num_threads(1)
+
+MAX_EPOCHS = 6
+BATCHES_PER_EPOCH = 3
+BATCH_SIZE = 4
+
+
+def three_stages(**overrides) -> ProgressiveSchedule:
+    """Epochs 0-1: stage 0, 2-3: stage 1, 4-5: stage 2 (with MAX_EPOCHS = 6)."""
+    values = dict(
+        num_stages=3,
+        image_size=[8, 16],
+        randaug_magnitude=[1, 9],
+        mixup_alpha=[0.0, 0.4],
+        dropout=[0.1, 0.5],
+        eval_size=20,
+        size_multiple=4,
+    )
+    values.update(overrides)
+    return ProgressiveSchedule(**values)
+
+
+# A datamodule and module with the setter contract of ImageDataModule / ClassificationModule -------------
+class SizedDataset(Dataset):
+    """Images of the currently set size; each sample also carries the magnitude its augmentation used."""
+
+    def __init__(self) -> None:
+        self.image_size = 32
+        self.randaug_magnitude = -1.0
+
+    def __len__(self) -> int:
+        return BATCHES_PER_EPOCH * BATCH_SIZE
+
+    def __getitem__(self, index: int):
+        image = torch.rand(1, self.image_size, self.image_size)
+        return image, index % 2, torch.tensor(self.randaug_magnitude)
+
+
+class FakeDataModule(L.LightningDataModule):
+    def __init__(self, num_workers: int = 0) -> None:
+        super().__init__()
+        self.num_workers = num_workers
+        self.train_set = SizedDataset()
+        self.eval_size = 32
+
+    @property
+    def image_size(self) -> int:
+        return self.train_set.image_size
+
+    def set_image_size(self, size: int) -> None:
+        self.train_set.image_size = size
+
+    def set_eval_size(self, size: int) -> None:
+        self.eval_size = size
+
+    def set_randaug_magnitude(self, magnitude: float) -> None:
+        self.train_set.randaug_magnitude = magnitude
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=BATCH_SIZE, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader([(torch.rand(1, self.eval_size, self.eval_size), 0)] * 4, batch_size=BATCH_SIZE)
+
+
+class RecordingModule(L.LightningModule):
+    """Records, per training step, what the step actually trained with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(0.0)
+        self.head = nn.Linear(1, 2)
+        self.mixup_alpha = -1.0
+        self.cutmix_alpha = -1.0
+        self.drop_path_rate = -1.0
+        self.steps: list[dict] = []
+
+    def set_mixup_alpha(self, alpha: float) -> None:
+        self.mixup_alpha = alpha
+
+    def set_cutmix_alpha(self, alpha: float) -> None:
+        self.cutmix_alpha = alpha
+
+    def set_dropout(self, p: float) -> None:
+        self.dropout.p = p
+
+    def set_drop_path_rate(self, rate: float) -> None:
+        self.drop_path_rate = rate
+
+    def training_step(self, batch, batch_idx):
+        images, targets, magnitudes = batch
+        self.steps.append(
+            dict(
+                epoch=self.current_epoch,
+                image_size=tuple(images.shape[-2:]),
+                magnitudes=sorted(set(magnitudes.tolist())),
+                mixup_alpha=self.mixup_alpha,
+                cutmix_alpha=self.cutmix_alpha,
+                dropout=self.dropout.p,
+                drop_path_rate=self.drop_path_rate,
+            )
+        )
+        logits = self.head(self.dropout(images.mean(dim=(2, 3))))
+        return nn.functional.cross_entropy(logits, targets)
+
+    def validation_step(self, batch, batch_idx):
+        images, targets = batch
+        self.log("val/loss", nn.functional.cross_entropy(self.head(images.mean(dim=(2, 3))), targets))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class StopAfterEpoch(L.Callback):
+    """Ends fit after epoch `epoch`, or after batch `batch` of that epoch (a mid-epoch checkpoint)."""
+
+    def __init__(self, epoch: int, batch: int | None = None) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.batch is not None and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.batch is None and trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def make_trainer(tmp_path: Path, callbacks: list, with_validation: bool = False, **overrides) -> L.Trainer:
+    options = dict(
+        max_epochs=MAX_EPOCHS,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        limit_val_batches=1 if with_validation else 0,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    options.update(overrides)
+    return L.Trainer(callbacks=callbacks, **options)
+
+
+def assert_steps_follow_schedule(steps: list[dict], schedule: ProgressiveSchedule) -> None:
+    assert steps, "no training step ran"
+    for step in steps:
+        expected = schedule.values_at_epoch(step["epoch"], MAX_EPOCHS)
+        size = expected.image_size
+        assert step["image_size"] == (size, size), step
+        assert step["magnitudes"] == pytest.approx([expected.randaug_magnitude]), step
+        assert step["mixup_alpha"] == pytest.approx(expected.mixup_alpha), step
+        assert step["dropout"] == pytest.approx(expected.dropout), step
+        if expected.cutmix_alpha is not None:
+            assert step["cutmix_alpha"] == pytest.approx(expected.cutmix_alpha), step
+        if expected.drop_path_rate is not None:
+            assert step["drop_path_rate"] == pytest.approx(expected.drop_path_rate), step
+
+
+# Tests -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_every_epoch_trains_with_its_stage_values(tmp_path, num_workers):
+    """With worker processes too: they are forked when the epoch's iterator is created, so this
+    checks that each stage is in place before that happens."""
+    schedule = three_stages(cutmix_alpha=[0.0, 1.0], drop_path_rate=[0.0, 0.2])
+    module, datamodule = RecordingModule(), FakeDataModule(num_workers)
+    make_trainer(tmp_path, [ProgressiveLearning(schedule)]).fit(module, datamodule=datamodule)
+
+    assert_steps_follow_schedule(module.steps, schedule)
+    assert [s["epoch"] for s in module.steps] == [
+        e for e in range(MAX_EPOCHS) for _ in range(BATCHES_PER_EPOCH)
+    ]
+    assert sorted({s["image_size"][0] for s in module.steps}) == [8, 12, 16]
+
+
+@pytest.mark.parametrize(
+    ("checkpointing", "stop_epoch", "stop_batch", "first_resumed_epoch"),
+    [
+        ("epoch_end", 3, None, 4),  # end of stage 1, saved in on_train_epoch_end
+        ("validation", 3, None, 4),  # saved at validation end, before the epoch is counted
+        ("every_step", 3, None, 4),  # saved after the epoch's last batch
+        ("every_step", 2, None, 3),  # in the middle of stage 1
+        ("every_step", 3, 0, 3),  # in the middle of epoch 3
+    ],
+)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_from_last_ckpt_restores_the_stage(
+    tmp_path, checkpointing, stop_epoch, stop_batch, first_resumed_epoch, num_workers
+):
+    schedule = three_stages()
+    stop = StopAfterEpoch(stop_epoch, stop_batch)
+    checkpoint_options = {
+        "epoch_end": dict(save_on_train_epoch_end=True),
+        "validation": dict(save_on_train_epoch_end=False),
+        "every_step": dict(every_n_train_steps=1),
+    }[checkpointing]
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, **checkpoint_options)
+    first = RecordingModule()
+    make_trainer(
+        tmp_path,
+        [ProgressiveLearning(schedule), checkpoint, stop],
+        with_validation=checkpointing == "validation",
+    ).fit(first, datamodule=FakeDataModule(num_workers))
+    assert first.steps[-1]["epoch"] == stop.epoch
+
+    # A new process would start with fresh objects at their defaults (size 32, no magnitude).
+    resumed, datamodule = RecordingModule(), FakeDataModule(num_workers)
+    make_trainer(
+        tmp_path, [ProgressiveLearning(schedule)], with_validation=checkpointing == "validation"
+    ).fit(resumed, datamodule=datamodule, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert resumed.steps[0]["epoch"] == first_resumed_epoch
+    assert_steps_follow_schedule(resumed.steps, schedule)
+    assert resumed.steps[-1]["epoch"] == MAX_EPOCHS - 1
+
+
+def test_resume_with_a_different_schedule_warns(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    make_trainer(tmp_path, [ProgressiveLearning(three_stages()), checkpoint, StopAfterEpoch(1)]).fit(
+        RecordingModule(), datamodule=FakeDataModule()
+    )
+    changed = three_stages(dropout=[0.2, 0.3])
+    resumed = RecordingModule()
+    with pytest.warns(UserWarning, match="different schedule"):
+        make_trainer(tmp_path, [ProgressiveLearning(changed)]).fit(
+            resumed, datamodule=FakeDataModule(), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+        )
+    assert_steps_follow_schedule(resumed.steps, changed)
+
+
+def test_progressive_metrics_are_logged_every_epoch(tmp_path):
+    schedule = three_stages()
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="run", version=0)
+    make_trainer(tmp_path, [ProgressiveLearning(schedule)], logger=logger).fit(
+        RecordingModule(), datamodule=FakeDataModule()
+    )
+    with open(Path(logger.log_dir) / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("progressive/stage")]
+    assert [int(row["epoch"]) for row in rows] == list(range(MAX_EPOCHS))
+    for row in rows:
+        expected = schedule.values_at_epoch(int(row["epoch"]), MAX_EPOCHS)
+        assert float(row["progressive/stage"]) == expected.stage
+        assert float(row["progressive/image_size"]) == expected.image_size
+        assert float(row["progressive/randaug_magnitude"]) == pytest.approx(expected.randaug_magnitude)
+        assert float(row["progressive/mixup_alpha"]) == pytest.approx(expected.mixup_alpha)
+        assert float(row["progressive/dropout"]) == pytest.approx(expected.dropout)
+    assert "progressive/cutmix_alpha" not in rows[0]  # not scheduled, not logged
+
+
+def test_stage_changes_and_the_schedule_are_printed(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path, [ProgressiveLearning(three_stages())]).fit(
+            RecordingModule(), datamodule=FakeDataModule()
+        )
+    changes = [r.getMessage() for r in caplog.records if "Progressive learning: epoch" in r.getMessage()]
+    assert changes == [
+        "Progressive learning: epoch 0 trains stage 0: image size 8, RandAugment 1, mixup 0, dropout 0.1",
+        "Progressive learning: epoch 2 trains stage 1: image size 12, RandAugment 5, mixup 0.2, dropout 0.3",
+        "Progressive learning: epoch 4 trains stage 2: image size 16, RandAugment 9, mixup 0.4, dropout 0.5",
+    ]
+    assert any("3 stage(s) over 6 epochs" in r.getMessage() for r in caplog.records)
+
+
+def test_eval_size_is_set_for_fit_and_evaluation(tmp_path):
+    datamodule = FakeDataModule()
+    trainer = make_trainer(
+        tmp_path, [ProgressiveLearning(three_stages(eval_size=None))], with_validation=True
+    )
+    trainer.validate(RecordingModule(), datamodule=datamodule)
+    assert datamodule.eval_size == 16  # the last stage's size when eval_size is unset
+    datamodule = FakeDataModule()
+    make_trainer(tmp_path, [ProgressiveLearning(three_stages())], with_validation=True).fit(
+        RecordingModule(), datamodule=datamodule
+    )
+    assert datamodule.eval_size == 20
+
+
+def test_fast_dev_run_trains_the_first_stage(tmp_path):
+    module = RecordingModule()
+    make_trainer(tmp_path, [ProgressiveLearning(three_stages())], fast_dev_run=True).fit(
+        module, datamodule=FakeDataModule()
+    )
+    assert [s["image_size"] for s in module.steps] == [(8, 8)]
+
+
+def test_fewer_epochs_than_stages_is_a_config_error(tmp_path):
+    trainer = make_trainer(tmp_path, [ProgressiveLearning(three_stages())], max_epochs=2)
+    with pytest.raises(ConfigError, match="trainer.max_epochs=2"):
+        trainer.fit(RecordingModule(), datamodule=FakeDataModule())
+
+
+def test_training_without_a_datamodule_is_a_config_error(tmp_path):
+    datamodule = FakeDataModule()
+    trainer = make_trainer(tmp_path, [ProgressiveLearning(three_stages())])
+    with pytest.raises(ConfigError, match="datamodule"):
+        trainer.fit(RecordingModule(), train_dataloaders=datamodule.train_dataloader())
+
+
+def test_module_without_setters_is_a_config_error(tmp_path):
+    class PlainModule(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(1, 2)
+
+        def training_step(self, batch, batch_idx):
+            return self.head(batch[0].mean(dim=(2, 3))).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    trainer = make_trainer(tmp_path, [ProgressiveLearning(three_stages())])
+    with pytest.raises(ConfigError, match="set_mixup_alpha, set_dropout"):
+        trainer.fit(PlainModule(), datamodule=FakeDataModule())
+
+
+def test_schedule_must_be_a_progressive_schedule():
+    with pytest.raises(ConfigError, match="ProgressiveSchedule"):
+        ProgressiveLearning({"num_stages": 4})
