@@ -59,7 +59,7 @@ test-all: setup ## run every test, slow ones included
 lint: setup ## ruff check + format check + pre-commit hooks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pre-commit run --all-files
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/pre-commit run --all-files
 
 format: setup ## format the code
 	$(VENV)/bin/ruff check --fix .

@@ -12,7 +12,10 @@ set_environment_defaults()
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from effnetv2.config import register_resolvers  # noqa: E402
 from effnetv2.training.pipeline import train  # noqa: E402
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

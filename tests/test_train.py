@@ -1,0 +1,61 @@
+"""The default training pipeline end to end on tiny settings, and the CLI as Hydra users expect it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, TINY_TRAINING
+from effnetv2.training.pipeline import train
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "src/train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.timeout(300)
+def test_fast_dev_run_of_the_default_config(compose_train, tmp_path) -> None:
+    cfg = compose_train(["debug=fast", "callbacks.progress_bar=null"])
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert "train/loss" in metrics
+
+
+@pytest.mark.timeout(300)
+def test_tiny_training_writes_checkpoints_metrics_and_class_map(compose_train, tmp_path) -> None:
+    out = tmp_path / "run"
+    metrics = train(compose_train(TINY_TRAINING, output_dir=out))
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((out / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+    class_map = json.loads((out / "class_map.json").read_text())
+    assert len(class_map) == 10
+    rows = (out / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for key in ("train/loss", "val/acc", "val/acc_top5", "test/acc", "train/image_size", "progressive/stage"):
+        assert key in header, f"{key} not logged"
+
+
+def test_cli_help_lists_groups() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for group in ("model:", "schedule:", "data:", "logger:"):
+        assert group in result.stdout
+
+
+def test_cli_cfg_job_prints_config() -> None:
+    result = run_cli("--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "name: v2_b0" in result.stdout
+
+
+def test_cli_wrong_model_lists_valid_choices() -> None:
+    result = run_cli("model=nope")
+    assert result.returncode != 0
+    assert "v2_b0" in result.stderr and "v2_xl" in result.stderr
