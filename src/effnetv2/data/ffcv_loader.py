@@ -1,0 +1,403 @@
+"""The FFCV path: write a .beton from any source, load it with progressive-learning setters.
+
+Import this module only when `data.loader=ffcv`: it imports ffcv, an install extra. Traps it
+handles (../shared/DESIGN.md section 5):
+- `import ffcv` and every `iter(Loader)` set torch's thread count; we restore it.
+- ffcv#396: `Loader()` loops forever when a compiled (numba) operation follows a plain-Python
+  one. `image_pipeline` puts every compiled operation before the first Python one.
+- An exception in FFCV's loader thread leaves the training loop waiting forever; our iterator
+  polls the thread and raises DataError instead.
+- The image size changes by setting the decoder's `output_size` between epochs (buffers are
+  re-allocated per epoch, nothing is recompiled). RandAugment runs as a Python stage whose
+  magnitude is read on every call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import weakref
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from effnetv2.data.decode import convert_channels, read_image
+from effnetv2.data.randaugment import RandAugment
+from effnetv2.data.sources import SampleSet, settle_bad_inputs
+from effnetv2.errors import DataError
+
+INSTALL_HINT = (
+    "data.loader=ffcv needs the ffcv package (an install extra): `make setup` installs it with its system "
+    "libraries. By hand: `sudo apt-get install pkg-config libturbojpeg0-dev libopencv-dev`, "
+    "`pip install -e .[ffcv]`, then `pip install opencv-python-headless --force-reinstall` so exactly one "
+    "cv2 stays (the Makefile's way: ffcv with --no-deps). Or use data.loader=torch."
+)
+
+_threads = torch.get_num_threads()
+try:
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader.epoch_iterator import IS_CUDA
+    from ffcv.pipeline.allocation_query import AllocationQuery
+    from ffcv.pipeline.operation import Operation
+    from ffcv.pipeline.state import State
+    from ffcv.reader import Reader
+    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
+    from ffcv.writer import DatasetWriter
+except ImportError as error:
+    raise DataError(f"{INSTALL_HINT} (import failed: {error})") from error
+finally:
+    torch.set_num_threads(_threads)  # `import ffcv` sets it to 1 for the whole process
+
+log = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.5
+_JOIN_SECONDS = 10.0
+# Epoch threads still running when Python exits abort the process ("terminate called without an
+# active exception", exit code 134), e.g. after a loop that stopped early; close them first.
+_open_epochs: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_epochs() -> None:
+    for epoch in list(_open_epochs):
+        epoch.close()
+        epoch.join(_JOIN_SECONDS)
+
+
+# Writing ---------------------------------------------------------------------------------------
+
+
+class _RGBSamples:
+    """Indexable (RGB uint8 image, label) view of a SampleSet, the input DatasetWriter expects."""
+
+    def __init__(self, samples: SampleSet) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        if self.samples.images is not None:
+            image = convert_channels(self.samples.images[index], 3)
+        else:
+            image = read_image(self.samples.paths[index], 3)
+        return image, int(self.samples.labels[index])
+
+
+def _decode_problem(path: Path) -> str | None:
+    try:
+        read_image(path, 3)
+    except DataError as error:
+        return str(error)
+    return None
+
+
+def readable_samples(samples: SampleSet, on_bad_image: str, num_workers: int) -> SampleSet:
+    """Decode every file once and keep the readable ones (a beton cannot skip a sample later).
+
+    FFCV's writer waits forever when a worker fails, so nothing unreadable may reach it.
+    """
+    if samples.paths is None:
+        return samples
+    from tqdm import tqdm
+
+    with Pool(max(1, num_workers)) as pool:
+        problems = list(
+            tqdm(
+                pool.imap(_decode_problem, samples.paths, chunksize=64),
+                total=len(samples),
+                desc="checking images",
+            )
+        )
+    bad = [(str(path), problem) for path, problem in zip(samples.paths, problems) if problem is not None]
+    settle_bad_inputs(bad, on_bad_image, "images that do not decode")
+    return samples.subset(
+        np.array([i for i, problem in enumerate(problems) if problem is None], dtype=np.int64)
+    )
+
+
+def info_path(beton: Path) -> Path:
+    """Where a beton's description (what it was written from, with which settings) is stored."""
+    return beton.with_name(beton.name + ".json")
+
+
+def read_info(beton: Path) -> dict[str, Any] | None:
+    path = info_path(beton)
+    return json.loads(path.read_text()) if path.is_file() and beton.is_file() else None
+
+
+def write_beton(
+    samples: SampleSet,
+    beton: Path,
+    info: dict[str, Any],
+    max_resolution: int | None,
+    jpeg_quality: int,
+    write_mode: str,
+    num_workers: int,
+    on_bad_image: str,
+) -> int:
+    """Write `samples` to `beton` (images as RGB, labels as ints) and `info` beside it; returns the count.
+
+    Written to a temporary name and renamed, so an interrupted run leaves no half-written file.
+    """
+    readable = readable_samples(samples, on_bad_image, num_workers)
+    beton.parent.mkdir(parents=True, exist_ok=True)
+    partial = beton.with_name(beton.name + ".partial")
+    fields = {
+        "image": RGBImageField(
+            write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality
+        ),
+        "label": IntField(),
+    }
+    threads = torch.get_num_threads()
+    try:
+        DatasetWriter(str(partial), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
+            _RGBSamples(readable)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    os.replace(partial, beton)
+    info = {**info, "num_samples": len(readable), "skipped": len(samples) - len(readable)}
+    info_path(beton).write_text(json.dumps(info, indent=2))
+    return len(readable)
+
+
+def beton_labels(beton: Path) -> np.ndarray:
+    """The label of every sample in a beton, in order (read from its metadata, no decoding)."""
+    reader = Reader(str(beton))
+    return np.asarray(reader.metadata[f"f{reader.field_names.index('label')}"], dtype=np.int64)
+
+
+# Pipeline operations ---------------------------------------------------------------------------
+
+
+class RandAugmentOp(Operation):
+    """Plain-Python stage: RandAugment on each uint8 H x W x 3 image of the batch.
+
+    Runs in FFCV's loader thread; `num_threads` threads share the batch, which pays off when cv2
+    (which releases the GIL) dominates, i.e. at larger image sizes.
+    """
+
+    def __init__(self, randaugment: RandAugment, num_threads: int) -> None:
+        super().__init__()
+        self.randaugment = randaugment
+        self.num_threads = max(1, num_threads)
+        self.pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="randaugment")
+
+    def generate_code(self) -> Any:
+        randaugment, pool, num_threads = self.randaugment, self.pool, self.num_threads
+
+        def augment_range(images: np.ndarray, destination: np.ndarray, start: int, stop: int) -> None:
+            for i in range(start, stop):
+                destination[i] = randaugment(image=images[i])["image"]
+
+        def augment(images: np.ndarray, destination: np.ndarray) -> np.ndarray:
+            count = len(images)
+            bounds = np.linspace(0, count, num_threads + 1).astype(int)
+            jobs = [
+                pool.submit(augment_range, images, destination, a, b)
+                for a, b in zip(bounds, bounds[1:])
+                if b > a
+            ]
+            for job in jobs:
+                job.result()
+            return destination[:count]
+
+        return augment
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        return replace(previous_state, jit_mode=False), AllocationQuery(
+            previous_state.shape, previous_state.dtype
+        )
+
+
+class ToNormalizedTorch(Operation):
+    """Plain-Python stage: uint8 N x H x W x 3 tensor -> float32 N x C x H x W, normalised.
+
+    Keeps the first `channels` channels (1 for grayscale data stored as RGB in the beton).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int) -> None:
+        super().__init__()
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        self.channels = channels
+
+    def generate_code(self) -> Any:
+        mean, std, channels = self.mean, self.std, self.channels
+
+        def normalize(images: torch.Tensor, _: Any) -> torch.Tensor:
+            images = images[..., :channels].permute(0, 3, 1, 2)
+            return images.float().sub_(mean).div_(std).contiguous()
+
+        return normalize
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, None]:
+        height, width = previous_state.shape[:2]
+        return replace(
+            previous_state, jit_mode=False, shape=(self.channels, height, width), dtype=torch.float32
+        ), None
+
+
+class KeepChannels(Operation):
+    """Plain-Python stage: keep the first `channels` channels of an N x C x H x W tensor."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def generate_code(self) -> Any:
+        channels = self.channels
+
+        def keep(images: torch.Tensor, _: Any) -> torch.Tensor:
+            return images[:, :channels].contiguous()
+
+        return keep
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, None]:
+        return replace(previous_state, jit_mode=False, shape=(self.channels, *previous_state.shape[1:])), None
+
+
+def image_pipeline(
+    decoder: Operation,
+    compiled: Sequence[Operation],
+    python: Sequence[Operation],
+    mean: Sequence[float],
+    std: Sequence[float],
+    channels: int,
+) -> list[Operation]:
+    """Order the image operations so no compiled operation follows a Python one (ffcv#396).
+
+    Without Python operations, normalisation is FFCV's compiled NormalizeImage, placed *before*
+    ToTensor; with them (RandAugment), normalisation happens in torch at the end.
+    """
+    if not python:
+        # The beton holds RGB: a gray data set normalises all three copies of its channel.
+        rgb_mean, rgb_std = np.resize(np.asarray(mean), 3), np.resize(np.asarray(std), 3)
+        normalize = NormalizeImage(rgb_mean * 255.0, rgb_std * 255.0, np.float32)
+        tail: list[Operation] = [ToTensor(), ToTorchImage(channels_last=False)]
+        if channels != 3:
+            tail.append(KeepChannels(channels))
+        return [decoder, *compiled, normalize, *tail]
+    return [decoder, *compiled, *python, ToTensor(), ToNormalizedTorch(mean, std, channels)]
+
+
+# Loading ---------------------------------------------------------------------------------------
+
+
+def _next_batch(epoch: Any) -> Any:
+    """The next batch of FFCV's epoch thread, or None at the end; DataError if the thread died."""
+    while True:
+        try:
+            item = epoch.output_queue.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            if not epoch.is_alive():
+                raise DataError(
+                    "FFCV's loader thread stopped with an error (its traceback is printed above); "
+                    "a custom pipeline operation probably failed"
+                ) from None
+            continue
+        if item is None:
+            return None
+        slot, batch = item
+        if IS_CUDA:
+            epoch.current_stream.wait_stream(epoch.cuda_streams[slot])
+        return batch
+
+
+class FFCVLoader:
+    """An FFCV Loader over `indices` of a beton, yielding (float32 N x C x H x W, int64 N) batches.
+
+    Train: random-resized crop to the current size, flip, RandAugment at the current magnitude.
+    Eval: centre crop of crop_pct of the shorter side, resized to the current size.
+    """
+
+    def __init__(
+        self,
+        beton: Path,
+        indices: np.ndarray,
+        batch_size: int,
+        num_workers: int,
+        train: bool,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        channels: int,
+        crop_scale: Sequence[float] = (0.08, 1.0),
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+        crop_pct: float = 0.875,
+        hflip: bool = True,
+        randaugment: RandAugment | None = None,
+        distributed: bool = False,
+        seed: int = 0,
+    ) -> None:
+        size = (image_size, image_size)
+        compiled: list[Operation] = []
+        python: list[Operation] = []
+        if train:
+            self.decoder = RandomResizedCropRGBImageDecoder(
+                size, scale=tuple(crop_scale), ratio=tuple(crop_ratio)
+            )
+            if hflip:
+                compiled.append(RandomHorizontalFlip())
+            if randaugment is not None and randaugment.num_ops > 0:
+                python.append(RandAugmentOp(randaugment, num_workers))
+        else:
+            self.decoder = CenterCropRGBImageDecoder(size, ratio=crop_pct)
+        pipelines = {
+            "image": image_pipeline(self.decoder, compiled, python, mean, std, channels),
+            "label": [IntDecoder(), ToTensor(), Squeeze(1)],
+        }
+        threads = torch.get_num_threads()
+        try:
+            self.loader = Loader(
+                str(beton),
+                batch_size=batch_size,
+                num_workers=max(1, num_workers),
+                order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
+                os_cache=True,
+                distributed=distributed,
+                seed=seed,
+                indices=np.asarray(indices, dtype=np.int64),
+                pipelines=pipelines,
+                drop_last=train,
+            )
+        finally:
+            torch.set_num_threads(threads)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.decoder.output_size[0])
+
+    def set_image_size(self, size: int) -> None:
+        """Takes effect at the next epoch: FFCV allocates its buffers when an epoch starts."""
+        self.decoder.output_size = (size, size)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        threads = torch.get_num_threads()
+        epoch = iter(self.loader)
+        _open_epochs.add(epoch)
+        try:
+            while (batch := _next_batch(epoch)) is not None:
+                # The epoch thread sets the thread count when it starts; it has, once a batch exists.
+                torch.set_num_threads(threads)
+                yield batch[0], batch[1]
+        finally:
+            epoch.close()
+            _open_epochs.discard(epoch)
+            torch.set_num_threads(threads)
