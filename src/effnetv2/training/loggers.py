@@ -6,8 +6,11 @@ import logging
 import netrc
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from effnetv2.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +34,9 @@ def resolve_wandb_mode(requested: str) -> str:
     without credentials would stop the run at a login prompt, so it falls back to offline with a warning.
     """
     if requested not in WANDB_MODES:
-        from effnetv2.errors import ConfigError
-
-        raise ConfigError(f"logger.wandb.mode={requested!r} is unknown; choose one of {', '.join(WANDB_MODES)}")
+        raise ConfigError(
+            f"logger.wandb.mode={requested!r} is unknown; choose one of {', '.join(WANDB_MODES)}"
+        )
     if requested == "auto":
         env_mode = os.environ.get("WANDB_MODE")
         if env_mode in ("online", "offline", "disabled"):
@@ -74,3 +77,29 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> `{"optimizer.lr": 0.002, ...}`, the key form of Hydra overrides."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def wandb_run_config(resolved: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
+    """The run config as W&B stores it: flat override keys (`optimizer.lr`) plus the chosen option of
+    each config group (`schedule: progressive`).
+
+    W&B sweeps name their parameters the same way (`optimizer.lr`, `schedule`) and read them back from
+    the run config, so a nested `optimizer: {...}` would overwrite the sweep's `optimizer: adamw`;
+    flat keys leave every sweep parameter intact, and the W&B UI shows them exactly like nested ones.
+    """
+    groups = {
+        g: option for g, option in choices.items() if option is not None and "/" not in g and g != "hydra"
+    }
+    return {**flatten_config(resolved), **groups}

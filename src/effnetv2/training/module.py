@@ -6,10 +6,12 @@ Everything the progressive-learning callback changes between stages is a setter 
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -17,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from effnetv2.data.mixup import MixupCutmix
+from effnetv2.training.finetune import parameter_groups as finetune_parameter_groups
 from effnetv2.training.optim import lr_lambda, parameter_groups
 
 
@@ -25,6 +28,35 @@ def _plain(config: Any) -> Any:
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return config
+
+
+def collect_rng_states(mixup: MixupCutmix) -> dict[str, Any]:
+    """Every random stream training draws from, as plain values (loadable with weights_only=True).
+
+    Lightning does not checkpoint random states, so without them a resumed run shuffles, drops out and
+    mixes differently from an uninterrupted one.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global stream itself)
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (name, keys.tolist(), pos, has_gauss, cached),
+        "python": random.getstate(),
+        "mixup": mixup.rng.bit_generator.state,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any], mixup: MixupCutmix) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    mixup.rng.bit_generator.state = states["mixup"]
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class ClassificationModule(L.LightningModule):
@@ -45,6 +77,7 @@ class ClassificationModule(L.LightningModule):
         lr_batch_base: int | None = 256,
         channels_last: bool = False,
         compile: bool = False,
+        data: dict | None = None,
     ) -> None:
         super().__init__()
         model, optimizer, lr_scheduler = _plain(model), _plain(optimizer), _plain(lr_scheduler)
@@ -62,12 +95,16 @@ class ClassificationModule(L.LightningModule):
                 lr_batch_base=lr_batch_base,
                 channels_last=channels_last,
                 compile=compile,
-            )
+                data=_plain(data),
+            ),
+            logger=False,  # the pipeline logs the whole run config, these values included
         )
         self.model = instantiate(model, num_classes=num_classes, in_chans=in_chans)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(self.model) if compile else self.model
+        if compile:
+            # In place: checkpoints keep the plain `model.*` keys and load with or without compile.
+            self.model.compile()
         self.mixup = MixupCutmix(
             num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=label_smoothing
         )
@@ -98,7 +135,7 @@ class ClassificationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self._forward(images)
+        return self.model(images)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
@@ -144,6 +181,20 @@ class ClassificationModule(L.LightningModule):
         for name, acc in zip(names, per_class.tolist()):
             self.log(f"test/acc_class/{name}", acc)
 
+    # Checkpoints ------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what a resumed run needs to continue the same random stream (data order, dropout,
+        mixup), and the evaluation size in force, which eval/predict use by default."""
+        checkpoint["rng_states"] = collect_rng_states(self.mixup)
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if getattr(datamodule, "eval_size", None):
+            checkpoint["eval_size"] = int(datamodule.eval_size)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        fitting = self._trainer is not None and self._trainer.state.fn == "fit"
+        if fitting and "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"], self.mixup)
+
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(images).softmax(dim=-1)
@@ -171,8 +222,14 @@ class ClassificationModule(L.LightningModule):
     def configure_optimizers(self) -> dict:
         config = dict(self.hparams.optimizer)
         weight_decay = config.pop("weight_decay", 0.0)
-        config["lr"] = self.scaled_lr(config["lr"])
-        optimizer = instantiate(config, parameter_groups(self.model, weight_decay), _convert_="all")
+        backbone_lr_scale = config.pop("backbone_lr_scale", None)  # fine-tuning: see training/finetune.py
+        lr = config["lr"] = self.scaled_lr(config["lr"])
+        groups = (
+            parameter_groups(self.model, weight_decay)
+            if backbone_lr_scale is None
+            else finetune_parameter_groups(self.model, weight_decay, lr, lr * backbone_lr_scale)
+        )
+        optimizer = instantiate(config, groups, _convert_="all")
         scheduler_config = dict(self.hparams.lr_scheduler)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))

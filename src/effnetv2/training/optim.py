@@ -35,7 +35,9 @@ class RMSpropTF(torch.optim.Optimizer):
     ) -> None:
         if lr <= 0 or not 0 <= alpha < 1 or eps <= 0 or momentum < 0:
             raise ConfigError(f"RMSpropTF: invalid lr={lr}, alpha={alpha}, eps={eps}, momentum={momentum}")
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

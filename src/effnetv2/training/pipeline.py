@@ -9,12 +9,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.errors import CheckpointError
 from effnetv2.models.summary import format_summary, model_summary
-from effnetv2.training.loggers import finish_wandb, prepare_logger_configs
+from effnetv2.training.loggers import finish_wandb, prepare_logger_configs, wandb_run_config
 from effnetv2.training.module import ClassificationModule
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,11 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [
+        instantiate(entry)
+        for entry in group.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -54,8 +60,20 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Classifi
         num_classes=datamodule.num_classes,
         in_chans=datamodule.in_chans,
         class_names=datamodule.class_names,
+        data=cfg.data,  # stored in checkpoints: eval and predict rebuild the same data from it
         **cfg.module,
     )
+
+
+def log_run_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Every logger gets the whole resolved config (the module's own hyperparameters are a part of it);
+    W&B gets it with flat keys and the chosen group options, see `wandb_run_config`."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(
+            wandb_run_config(resolved, choices) if isinstance(logger, WandbLogger) else resolved
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -74,9 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(prepare_logger_configs(cfg.get("logger")))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(resolved)
+    log_run_config(trainer, cfg)
 
     try:
         if cfg.get("train", True):
@@ -95,7 +111,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val/acc", "test/acc", "test/acc_top5") if k in metrics)
+        summary = ", ".join(
+            f"{k}={metrics[k]:.4f}" for k in ("val/acc", "test/acc", "test/acc_top5") if k in metrics
+        )
         log.info("Run folder: %s", output_dir)
         log.info("Final metrics: %s", summary)
     return metrics

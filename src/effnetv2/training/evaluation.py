@@ -1,0 +1,169 @@
+"""Evaluate a training checkpoint on its val/test data at one or several image sizes.
+
+A checkpoint of `ClassificationModule` is self-describing: its hyperparameters hold the model config,
+the classes and the data config it was trained with, and it records the eval size in force. So a
+checkpoint path is all `src/eval.py` needs; every part can still be overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from effnetv2.errors import CheckpointError, ConfigError
+from effnetv2.training.module import ClassificationModule
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("val", "test")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint of ClassificationModule safely (`weights_only=True`: no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; runs keep theirs in <run folder>/checkpoints/ "
+            "(the best one and last.ckpt)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise CheckpointError(
+            f"cannot read {path} as a safe checkpoint ({str(error).splitlines()[0]}); "
+            "it may be truncated, not a checkpoint, or hold objects other than tensors and plain values"
+        ) from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "model" not in hparams or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of this project (no model hyperparameters); "
+            "pass a .ckpt written by src/train.py"
+        )
+    return checkpoint
+
+
+def module_from_checkpoint(checkpoint: dict[str, Any]) -> ClassificationModule:
+    """Rebuild the LightningModule from the checkpoint's hyperparameters and load its weights
+    (with EMA these are the averaged weights). Pretrained-weight files are not needed again."""
+    hparams = dict(checkpoint["hyper_parameters"])
+    hparams["model"] = {**hparams["model"], "pretrained": None}
+    hparams["compile"] = False
+    module = ClassificationModule(**hparams)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"the checkpoint's weights do not fit its own model config: {error}") from error
+    return module.eval()
+
+
+def datamodule_for(checkpoint: dict[str, Any], data: DictConfig | dict | None, **overrides: Any) -> Any:
+    """The data module to evaluate on: `data` when given (another data set), else the one the checkpoint
+    was trained with; `overrides` (e.g. batch_size, num_workers) replace single values."""
+    config = data if data is not None else checkpoint["hyper_parameters"].get("data")
+    if config is None:
+        raise ConfigError("the checkpoint does not record its data config: choose the data with data=<name>")
+    config = OmegaConf.merge(OmegaConf.create(config), {k: v for k, v in overrides.items() if v is not None})
+    datamodule = instantiate(config)
+    expected = checkpoint["hyper_parameters"]["num_classes"]
+    if datamodule.num_classes != expected:
+        raise ConfigError(
+            f"the data has {datamodule.num_classes} classes but the checkpoint's model predicts {expected}; "
+            "evaluate on the data it was trained for"
+        )
+    return datamodule
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    split: str
+    size: int
+    top1: float
+    top5: float
+    loss: float
+    images: int
+
+
+def evaluate(
+    module: ClassificationModule,
+    datamodule: Any,
+    sizes: list[int],
+    splits: list[str],
+    trainer: L.Trainer,
+) -> list[EvalResult]:
+    """Top-1, top-5 and loss of `module` for every (size, split), as `Trainer.test` computes them
+    during training, so the numbers match the run's own test metrics."""
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ConfigError(f"eval.splits has {unknown}; choose from {list(SPLITS)}")
+    results = []
+    for size in sizes:
+        datamodule.set_eval_size(int(size))
+        for split in splits:
+            loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+            if not loader:
+                raise ConfigError(
+                    f"the data has no {split} split (data.val_fraction=0?); use eval.splits=[test]"
+                )
+            metrics = trainer.test(module, dataloaders=loader, verbose=False)[0]
+            images = int(module.test_confusion_matrix.sum())
+            results.append(
+                EvalResult(
+                    split,
+                    int(size),
+                    metrics["test/acc"],
+                    metrics["test/acc_top5"],
+                    metrics["test/loss"],
+                    images,
+                )
+            )
+    return results
+
+
+def format_results(results: list[EvalResult]) -> str:
+    """A plain-text table, one row per (split, size)."""
+    header = f"{'split':<6} {'size':>5} {'top-1':>8} {'top-5':>8} {'loss':>8} {'images':>7}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(f"{r.split:<6} {r.size:>5} {r.top1:>8.4f} {r.top5:>8.4f} {r.loss:>8.4f} {r.images:>7}")
+    return "\n".join(lines)
+
+
+def results_as_dicts(results: list[EvalResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
+
+
+def run_eval(cfg: DictConfig) -> list[EvalResult]:
+    """What `src/eval.py` runs: load, rebuild, evaluate every (size, split), print and save the table."""
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    module = module_from_checkpoint(checkpoint)
+    options = cfg.eval
+    datamodule = datamodule_for(
+        checkpoint, cfg.get("data"), batch_size=options.batch_size, num_workers=options.num_workers
+    )
+    sizes = list(options.sizes) if options.sizes else [checkpoint.get("eval_size", datamodule.eval_size)]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        limit_test_batches=options.limit_batches,
+    )
+    results = evaluate(module, datamodule, sizes, list(options.splits), trainer)
+    table = format_results(results)
+    print(f"{cfg.ckpt_path}\n{table}")
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "eval.json").write_text(json.dumps(results_as_dicts(results), indent=2))
+    log.info("Results written to %s", output_dir / "eval.json")
+    return results
