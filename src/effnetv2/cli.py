@@ -30,6 +30,6 @@ def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
         except EffNetV2Error as error:
             log.error("%s", error)
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(getattr(error, "exit_code", 1))  # e.g. 128 + signal for a run stopped by SIGTERM
 
     return wrapper

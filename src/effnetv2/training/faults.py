@@ -1,0 +1,365 @@
+"""Surviving faults on shared clusters: jobs get killed, pre-empted, or their loss turns NaN.
+
+- `AtomicCheckpointIO` writes each checkpoint to a temporary file in the same folder, fsyncs it and
+  renames it over the target, so a kill while saving never leaves a truncated `last.ckpt` and never
+  destroys the previous one. It reads checkpoints with `weights_only=True`: a checkpoint that holds
+  anything but tensors and plain values is refused instead of unpickled (unpickling can run code).
+- `CheckpointOnSignal` turns SIGTERM (cluster pre-emption, `scancel`, torchrun) and SIGINT (Ctrl-C)
+  into a checkpoint at the next optimizer-step boundary, then stops with a line saying how to resume.
+- `NonFiniteLossGuard` stops with a message naming the step when the loss is NaN or inf, or skips
+  that optimizer step (`faults.on_nan: stop | skip`).
+- `check_checkpoint_fits` turns "a checkpoint of another variant or class count" into one clear error.
+
+Under DDP every decision is reduced across ranks, so all ranks save and stop at the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+import re
+import signal
+import threading
+import uuid
+import zipfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from effnetv2.errors import CheckpointError, ConfigError, EffNetV2Error
+
+NAN_POLICIES = ("stop", "skip")
+INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class NonFiniteLossError(EffNetV2Error):
+    """The training loss became NaN or inf (`faults.on_nan=stop`)."""
+
+
+class TrainingInterrupted(EffNetV2Error):
+    """SIGTERM or SIGINT stopped training after a checkpoint was written.
+
+    `exit_code` follows the shell convention for a process ended by a signal (128 + signal number).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+# Reading and writing checkpoint files ---------------------------------------------------------------
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable: the directory entry must reach the disk too (POSIX)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_atomically(content: Any, path: str | os.PathLike[str]) -> None:
+    """`torch.save(content, path)` such that `path` holds either its old or its new content, whole.
+
+    The temporary file lives in the target's folder (a rename across file systems is a copy, not
+    atomic). Leftovers of an earlier process that was killed while writing are removed afterwards.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # 0o666 & ~umask, like a plain open(): checkpoints stay readable to the group on clusters.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as file:
+            torch.save(content, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    _fsync_directory(path.parent)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint's content, read with `weights_only=True`: never runs code hidden in a pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {path}; pass the path of an existing .ckpt file "
+            "(runs keep them in <run folder>/checkpoints/)"
+        )
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsupported is None:
+            raise CheckpointError(f"cannot read {path}: not a valid torch checkpoint ({err})") from err
+        raise CheckpointError(
+            f"refused to load {path}: it holds a Python object ({unsupported.group(1)}) besides tensors and "
+            "plain values, and unpickling it could run code. Use checkpoints written by this project, or "
+            "re-save just the weights (torch.save(model.state_dict(), path) or a .safetensors file)."
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(
+            f"cannot read {path}: truncated or not a torch checkpoint ({err}); "
+            "resume from another one (e.g. the epoch checkpoint next to it)"
+        ) from err
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{path} is not a training checkpoint (holds a {type(content).__name__})")
+    return content
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes atomically and reads safely (see `save_atomically`,
+    `read_checkpoint`). Remote paths (s3://, ...) keep Lightning's own writer."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        save_atomically(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Always `weights_only=True`, whatever the caller asks: resuming needs nothing else."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_checkpoint(path, map_location=map_location)
+
+
+def check_checkpoint_fits(
+    checkpoint: dict[str, Any], module: torch.nn.Module, source: str = "the checkpoint"
+) -> None:
+    """Raise CheckpointError when `checkpoint`'s weights do not fit `module` (another variant or class count).
+
+    Lightning would otherwise fail deep inside `load_state_dict` with a page of size mismatches.
+    """
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{source} holds no state_dict: it is not a training checkpoint of this project"
+        )
+    ours = module.state_dict()
+    mismatched = [
+        key for key, value in state.items() if key in ours and tuple(value.shape) != tuple(ours[key].shape)
+    ]
+    missing = [key for key in ours if key not in state]
+    unexpected = [key for key in state if key not in ours]
+    if not (mismatched or missing or unexpected):
+        return
+    saved = checkpoint.get("hyper_parameters", {})
+    current = getattr(module, "hparams", {})
+
+    def describe(hparams: Any) -> str:
+        model = hparams.get("model") or {}
+        name = model.get("name", "?") if isinstance(model, dict) else "?"
+        classes, channels = hparams.get("num_classes", "?"), hparams.get("in_chans", "?")
+        return f"{name} with {classes} classes and {channels} channels"
+
+    problems = [f"{len(mismatched)} shape mismatch(es)"] if mismatched else []
+    problems += [f"{len(missing)} missing"] if missing else []
+    problems += [f"{len(unexpected)} unexpected"] if unexpected else []
+    first = (mismatched or missing or unexpected)[0]
+    raise CheckpointError(
+        f"{source} does not fit this model: it was trained as {describe(saved)}, this run builds "
+        f"{describe(current)} ({', '.join(problems)} tensor(s), e.g. {first}). To resume, use the "
+        "model and data it was trained with; to start from its weights with another model or class "
+        "count, fine-tune instead of resuming."
+    )
+
+
+# Pre-emption: SIGTERM / SIGINT ---------------------------------------------------------------------------
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where `last.ckpt` goes: the folder of the ModelCheckpoint that keeps it (resume=auto reads it)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+class CheckpointOnSignal(L.Callback):
+    """On SIGTERM or SIGINT, finish the current optimizer step, write last.ckpt and stop.
+
+    Lightning 2.6 only turns SIGTERM into an exit (a checkpoint only with SLURM auto-requeue, on SIGUSR1)
+    and Ctrl-C into a KeyboardInterrupt at whatever line is running. This callback replaces both handlers
+    while the training loop runs: the handler only records the signal; at the end of the next training
+    batch that stepped the optimizer, all ranks agree (any rank that got it counts), save the checkpoint
+    together and raise `TrainingInterrupted` (exit code 128 + signal). A second signal stops at once.
+    DataLoader workers forked while the handler is installed inherit it and keep running until the main
+    process shuts them down.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._step_seen = 0
+
+    # Handlers ---------------------------------------------------------------------------------------
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            rank_zero_warn("CheckpointOnSignal: not in the main thread, SIGTERM/SIGINT keep their handlers")
+            return
+        self.received = None
+        for signum in INTERRUPT_SIGNALS:
+            self._previous.setdefault(signum, signal.getsignal(signum))
+            signal.signal(signum, self._on_signal)
+
+    def _restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            os.write(2, f"\n{name} again: stopping now, without a checkpoint\n".encode())
+            self._restore()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+        os.write(
+            2,
+            f"\n{name} received: saving a checkpoint after the current training step, then stopping "
+            f"(send {name} again to stop at once)\n".encode(),
+        )
+
+    # Hooks ------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning registered its own SIGTERM handler (Trainer._run), so ours wins during training.
+        self._step_seen = trainer.global_step
+        self._install()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self._step_seen:
+            return  # gradient accumulation: no optimizer step yet, nothing consistent to save
+        self._step_seen = trainer.global_step
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        self._stop(trainer, path, during="at")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        received = self.received
+        self._restore()
+        if received is not None:
+            # Arrived after the last training step (final validation): last.ckpt holds the final state.
+            self._stop(trainer, last_checkpoint_path(trainer), during="after")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+
+    def _stop(self, trainer: L.Trainer, path: Path, during: str) -> None:
+        signum = self.received or signal.SIGTERM  # another rank received it
+        self.received = None
+        self._restore()
+        raise TrainingInterrupted(
+            f"training stopped by {signal.Signals(signum).name} {during} step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}); checkpoint: {path}. Resume with ckpt_path={path}, or "
+            "resume=auto with the same hydra.run.dir",
+            signum,
+        )
+
+
+# NaN / inf losses ----------------------------------------------------------------------------------------
+class NonFiniteLossGuard(L.Callback):
+    """Catch a NaN or inf loss before the optimizer applies its gradients.
+
+    `on_nan="stop"` raises NonFiniteLossError naming the step (the weights are never updated with the
+    bad gradients, so the last checkpoint and the weights in memory stay finite). `on_nan="skip"` drops
+    that optimizer step's gradients (parameters, momentum and Adam moments stay as they were; the step
+    still counts, so schedules stay aligned) and stops after `max_consecutive_skips` skips in a row.
+
+    Costs one device-to-host sync per optimizer step (under DDP: one all-reduce of a flag).
+    """
+
+    def __init__(self, on_nan: str = "stop", max_consecutive_skips: int = 10) -> None:
+        if on_nan not in NAN_POLICIES:
+            raise ConfigError(f"faults.on_nan={on_nan!r} is unknown; choose one of {', '.join(NAN_POLICIES)}")
+        if max_consecutive_skips < 1:
+            raise ConfigError(f"faults.max_consecutive_nan_skips={max_consecutive_skips} must be >= 1")
+        self.on_nan = on_nan
+        self.max_consecutive_skips = max_consecutive_skips
+        self.skipped_steps = 0
+        self._skips_in_a_row = 0
+        self._nonfinite: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        nonfinite = ~torch.isfinite(loss.detach()).all()  # stays on the device: no sync per micro-batch
+        self._nonfinite = nonfinite if self._nonfinite is None else self._nonfinite | nonfinite
+        self._loss = loss.detach()
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        local = self._nonfinite
+        self._nonfinite = None
+        if local is None:
+            return
+        if not trainer.strategy.reduce_boolean_decision(bool(local), all=False):
+            self._skips_in_a_row = 0
+            return
+        loss = self._loss.float().mean().item() if self._loss is not None else float("nan")
+        where = (
+            f"optimizer step {trainer.global_step} (epoch {trainer.current_epoch}, "
+            f"batch {trainer.fit_loop.epoch_loop.batch_idx})"
+        )
+        value = f"{loss}" if not math.isfinite(loss) else "not finite on another rank"
+        if self.on_nan == "stop":
+            raise NonFiniteLossError(
+                f"the training loss is {value} at {where}; the weights were not updated with it. Lower "
+                "optimizer.lr, set trainer.gradient_clip_val (e.g. 1.0), check the data, or set "
+                "faults.on_nan=skip to skip such steps"
+            )
+        self.skipped_steps += 1
+        self._skips_in_a_row += 1
+        if self._skips_in_a_row >= self.max_consecutive_skips:
+            raise NonFiniteLossError(
+                f"the training loss is {value} at {where}, the {self._skips_in_a_row}th skipped step in a "
+                "row: training diverged. Lower optimizer.lr or set trainer.gradient_clip_val and resume "
+                "from the last checkpoint"
+            )
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None  # optimizers leave parameters without gradients untouched
+        rank_zero_warn(f"skipped {where}: the training loss is {value} (faults.on_nan=skip)")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.skipped_steps:
+            rank_zero_info(
+                f"faults.on_nan=skip: {self.skipped_steps} optimizer step(s) skipped for a NaN/inf loss"
+            )

@@ -1,0 +1,255 @@
+"""Surviving faults: atomic checkpoint files, a checkpoint on SIGTERM/SIGINT, NaN/inf losses, and
+kill -9 during an epoch followed by a resume that ends with the same steps and stage schedule."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from effnetv2.errors import CheckpointError, ConfigError
+from effnetv2.training.faults import (
+    AtomicCheckpointIO,
+    CheckpointOnSignal,
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    TrainingInterrupted,
+    read_checkpoint,
+    save_atomically,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHES = 6
+
+
+# A tiny model whose loss can be made non-finite at chosen steps -------------------------------------------
+class TinyModule(L.LightningModule):
+    def __init__(self, bad_steps: tuple[int, ...] = (), bad_value: float = float("nan")) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+        self.bad_steps = set(bad_steps)
+        self.bad_value = bad_value
+        self.trained_steps: list[int] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.layer(x), y)
+        self.trained_steps.append(self.global_step)
+        if self.global_step in self.bad_steps:
+            loss = loss * self.bad_value
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=0.1)
+
+
+def tiny_loader() -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(
+        torch.randn(BATCHES * 4, 4, generator=generator), torch.randint(0, 2, (BATCHES * 4,))
+    )
+    return DataLoader(data, batch_size=4)
+
+
+def tiny_trainer(tmp_path: Path, callbacks: list, **overrides) -> L.Trainer:
+    options = dict(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=True,
+        plugins=[AtomicCheckpointIO()],
+    )
+    options.update(overrides)
+    return L.Trainer(callbacks=callbacks, **options)
+
+
+class ParameterLog(L.Callback):
+    """Copies of the weights after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.after_step: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after_step[trainer.global_step] = pl_module.layer.weight.detach().clone()
+
+
+# Atomic checkpoint files ----------------------------------------------------------------------------------
+def test_save_atomically_replaces_the_file_whole(tmp_path) -> None:
+    path = tmp_path / "last.ckpt"
+    save_atomically({"step": 1, "w": torch.ones(3)}, path)
+    save_atomically({"step": 2, "w": torch.full((3,), 2.0)}, path)
+    content = read_checkpoint(path)
+    assert content["step"] == 2 and torch.equal(content["w"], torch.full((3,), 2.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "temporary files left behind"
+
+
+def test_a_crash_inside_the_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "last.ckpt"
+    save_atomically({"step": 1, "w": torch.ones(1000)}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def crash_half_way(content, file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half a checkpoint")  # some bytes reach the file, then the process "dies"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomically({"step": 2, "w": torch.zeros(1000)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert read_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_while_saving_leaves_the_previous_checkpoint_intact(tmp_path) -> None:
+    """A real SIGKILL in the middle of writing a checkpoint (the write blocks half way until killed)."""
+    path = tmp_path / "last.ckpt"
+    save_atomically({"step": 1, "w": torch.ones(1000)}, path)
+    before = path.read_bytes()
+    marker = tmp_path / "writing"
+    script = textwrap.dedent(
+        f"""
+        import time, torch
+        from pathlib import Path
+        from effnetv2.training.faults import AtomicCheckpointIO
+
+        def slow_save(content, file, *args, **kwargs):
+            file.write(b"PK\\x03\\x04" + bytes(100_000))
+            file.flush()
+            Path({str(marker)!r}).write_text("half written")
+            time.sleep(300)
+
+        torch.save = slow_save
+        AtomicCheckpointIO().save_checkpoint({{"step": 2}}, {str(path)!r})
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 90
+        while not marker.exists():
+            assert process.poll() is None, "the writer exited before it was killed"
+            assert time.monotonic() < deadline, "the writer never started writing"
+            time.sleep(0.05)
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert path.read_bytes() == before, "last.ckpt changed although the new one was never completed"
+    assert read_checkpoint(path)["step"] == 1
+    leftovers = [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    assert leftovers, "expected the killed writer's temporary file"
+    save_atomically({"step": 3}, path)  # the next save cleans up after the killed one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "writing"]
+
+
+def test_checkpoint_io_in_a_trainer_writes_and_resumes(tmp_path) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, every_n_train_steps=2)
+    trainer = tiny_trainer(tmp_path, [checkpoint])
+    trainer.fit(TinyModule(), tiny_loader())
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last)["global_step"] == BATCHES
+    resumed = tiny_trainer(tmp_path, [], max_epochs=2)
+    module = TinyModule()
+    resumed.fit(module, tiny_loader(), ckpt_path=last)
+    assert module.trained_steps == list(range(BATCHES, 2 * BATCHES))
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "last.ckpt"
+    save_atomically({"w": torch.ones(1000)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="truncated or not a torch checkpoint"):
+        read_checkpoint(path)
+
+
+# NaN / inf losses -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_non_finite_loss_stops_naming_the_step_before_the_weights_change(tmp_path, bad_value) -> None:
+    weights = ParameterLog()
+    module = TinyModule(bad_steps=(3,), bad_value=bad_value)
+    trainer = tiny_trainer(tmp_path, [NonFiniteLossGuard("stop"), weights], enable_checkpointing=False)
+    with pytest.raises(NonFiniteLossError, match=r"optimizer step 3 \(epoch 0, batch 3\)") as error:
+        trainer.fit(module, tiny_loader())
+    assert str(bad_value) in str(error.value) and "faults.on_nan=skip" in str(error.value)
+    assert trainer.global_step == 3
+    assert torch.isfinite(module.layer.weight).all()
+    assert torch.equal(module.layer.weight, weights.after_step[3])
+
+
+def test_non_finite_loss_skip_leaves_weights_and_optimizer_state_untouched(tmp_path) -> None:
+    weights = ParameterLog()
+    guard = NonFiniteLossGuard("skip")
+    module = TinyModule(bad_steps=(2, 4))
+    trainer = tiny_trainer(tmp_path, [guard, weights], enable_checkpointing=False)
+    trainer.fit(module, tiny_loader())
+    assert trainer.global_step == BATCHES, "skipped steps still count, so schedules stay aligned"
+    assert guard.skipped_steps == 2
+    assert torch.equal(weights.after_step[3], weights.after_step[2])  # step 2 (-> global_step 3) skipped
+    assert not torch.equal(weights.after_step[4], weights.after_step[3])
+    assert torch.equal(weights.after_step[5], weights.after_step[4])
+    assert torch.isfinite(module.layer.weight).all()
+    assert trainer.optimizers[0].state[module.layer.weight]["step"] == BATCHES - 2
+
+
+def test_skipping_stops_when_training_diverged(tmp_path) -> None:
+    module = TinyModule(bad_steps=tuple(range(1, BATCHES)))
+    trainer = tiny_trainer(
+        tmp_path, [NonFiniteLossGuard("skip", max_consecutive_skips=3)], enable_checkpointing=False
+    )
+    with pytest.raises(NonFiniteLossError, match="3th skipped step in a row"):
+        trainer.fit(module, tiny_loader())
+
+
+def test_unknown_nan_policy_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="faults.on_nan='ignore'.*stop, skip"):
+        NonFiniteLossGuard("ignore")
+
+
+# Signals, in process --------------------------------------------------------------------------------------
+class SignalAtStep(L.Callback):
+    def __init__(self, signum: int, step: int) -> None:
+        self.signum, self.step = signum, step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == self.step:  # mid-step: the handler must wait for the step to finish
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_at_the_step_boundary_and_stops(tmp_path, signum) -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, every_n_train_steps=100)
+    trainer = tiny_trainer(tmp_path, [CheckpointOnSignal(), SignalAtStep(signum, 2), checkpoint])
+    module = TinyModule()
+    with pytest.raises(
+        TrainingInterrupted, match=rf"{signal.Signals(signum).name} at step 3 .*last.ckpt"
+    ) as error:
+        trainer.fit(module, tiny_loader())
+    assert error.value.exit_code == 128 + signum
+    saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 3 and module.trained_steps == [0, 1, 2]
+    assert torch.equal(saved["state_dict"]["layer.weight"], module.layer.weight)
+    assert {s: signal.getsignal(s) for s in before} == before, "signal handlers not restored"
+    resumed = TinyModule()
+    tiny_trainer(tmp_path, [], max_epochs=1).fit(
+        resumed, tiny_loader(), ckpt_path=tmp_path / "checkpoints" / "last.ckpt"
+    )
+    assert resumed.trained_steps == [3, 4, 5]
