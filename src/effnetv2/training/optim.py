@@ -74,8 +74,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             continue
         (no_decay if param.ndim <= 1 else decay).append(param)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
 
 
