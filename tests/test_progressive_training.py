@@ -11,12 +11,17 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from effnetv2.data.mixup import MixupCutmix
+from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
 from effnetv2.training.callbacks import ProgressiveLearning
+from effnetv2.training.module import ClassificationModule
+from effnetv2.training.pipeline import build_module, train
 from effnetv2.training.progressive import ProgressiveSchedule
 
 torch.set_num_threads(1)
@@ -337,3 +342,158 @@ def test_module_without_setters_is_a_config_error(tmp_path):
 def test_schedule_must_be_a_progressive_schedule():
     with pytest.raises(ConfigError, match="ProgressiveSchedule"):
         ProgressiveLearning({"num_stages": 4})
+
+
+# Through the real pieces: ImageDataModule, ClassificationModule, EfficientNetV2 and the train pipeline -----
+REAL_SCHEDULE = [
+    "schedule=progressive",
+    "schedule.num_stages=4",
+    "schedule.image_size=[16,40]",  # stages: 16, 24, 32, 40
+    "schedule.size_multiple=8",
+    "schedule.randaug_magnitude=[2,14]",
+    "schedule.mixup_alpha=[0.0,0.6]",
+    "schedule.cutmix_alpha=[0.0,0.3]",
+    "schedule.dropout=[0.1,0.4]",
+    "schedule.drop_path_rate=[0.0,0.3]",
+    "schedule.eval_size=24",
+]
+REAL_TRAINING = [
+    "model=v2_b0",
+    "data=fashion_mnist",
+    "data.subset=64",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.max_epochs=4",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar=null",
+    "logger=csv",
+]
+
+
+class TrainingSpy:
+    """Records what each training step of the real module trained with: the batch it received, the
+    RandAugment magnitudes applied to that batch's samples, the alphas of its MixupCutmix call, and the
+    p of the model's dropout layers; also the size of the images validation received."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.steps: list[dict] = []
+        self.val_sizes: set[tuple[int, int]] = set()
+        self._magnitudes: list[float] = []
+        self._mixup_calls: list[tuple[float, float]] = []
+        spy = self
+        apply, mix = RandAugment.apply, MixupCutmix.__call__
+        training_step, validation_step = (
+            ClassificationModule.training_step,
+            ClassificationModule.validation_step,
+        )
+
+        def recording_apply(transform, img, *args, **params):
+            spy._magnitudes.append(params["magnitude"])
+            return apply(transform, img, *args, **params)
+
+        def recording_mix(mixup, x, y):
+            spy._mixup_calls.append((mixup.mixup_alpha, mixup.cutmix_alpha))
+            return mix(mixup, x, y)
+
+        def recording_training_step(module, batch, batch_idx):
+            magnitudes, spy._magnitudes = spy._magnitudes, []  # the samples of this batch
+            loss = training_step(module, batch, batch_idx)
+            calls, spy._mixup_calls = spy._mixup_calls, []
+            dropouts = {m.p for m in module.model.modules() if isinstance(m, nn.Dropout)}
+            spy.steps.append(
+                dict(
+                    epoch=module.current_epoch,
+                    image_size=tuple(batch[0].shape[-2:]),
+                    batch_size=batch[0].shape[0],
+                    magnitudes=sorted(set(magnitudes)),
+                    mixup_calls=calls,
+                    dropouts=sorted(dropouts),
+                    drop_path_rate=module.model.drop_path_rate,
+                )
+            )
+            return loss
+
+        def recording_validation_step(module, batch, batch_idx):
+            spy.val_sizes.add(tuple(batch[0].shape[-2:]))
+            return validation_step(module, batch, batch_idx)
+
+        monkeypatch.setattr(RandAugment, "apply", recording_apply)
+        monkeypatch.setattr(MixupCutmix, "__call__", recording_mix)
+        monkeypatch.setattr(ClassificationModule, "training_step", recording_training_step)
+        monkeypatch.setattr(ClassificationModule, "validation_step", recording_validation_step)
+
+    def assert_follows(self, schedule: ProgressiveSchedule, max_epochs: int, epochs: list[int]) -> None:
+        assert sorted({step["epoch"] for step in self.steps}) == epochs
+        for step in self.steps:
+            expected = schedule.values_at_epoch(step["epoch"], max_epochs)
+            assert step["image_size"] == (expected.image_size, expected.image_size), step
+            assert step["batch_size"] == 8, step  # constant across stages, as in the paper
+            assert step["magnitudes"] == pytest.approx([expected.randaug_magnitude]), step
+            assert step["mixup_calls"] == [
+                (pytest.approx(expected.mixup_alpha), pytest.approx(expected.cutmix_alpha))
+            ], step
+            assert step["dropouts"] == pytest.approx([expected.dropout]), step
+            assert step["drop_path_rate"] == pytest.approx(expected.drop_path_rate), step
+
+
+@pytest.mark.timeout(600)
+def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeypatch, tmp_path):
+    spy = TrainingSpy(monkeypatch)
+    out = tmp_path / "run"
+    cfg = compose_train([*REAL_TRAINING, *REAL_SCHEDULE], output_dir=out)
+    train(cfg)
+    schedule = instantiate(cfg.schedule)
+
+    spy.assert_follows(schedule, 4, epochs=[0, 1, 2, 3])
+    assert [step["image_size"][0] for step in spy.steps] == [16, 16, 24, 24, 32, 32, 40, 40]
+    assert spy.val_sizes == {(24, 24)}  # evaluation at schedule.eval_size
+    with open(out / "csv" / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("progressive/stage")]
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]
+    for row in rows:
+        expected = schedule.values_at_epoch(int(row["epoch"]), 4)
+        assert float(row["progressive/image_size"]) == expected.image_size
+        assert float(row["train/image_size"]) == expected.image_size  # from the batches themselves
+        assert float(row["progressive/randaug_magnitude"]) == pytest.approx(expected.randaug_magnitude)
+        assert float(row["progressive/mixup_alpha"]) == pytest.approx(expected.mixup_alpha)
+        assert float(row["progressive/cutmix_alpha"]) == pytest.approx(expected.cutmix_alpha)
+        assert float(row["progressive/dropout"]) == pytest.approx(expected.dropout)
+        assert float(row["progressive/drop_path_rate"]) == pytest.approx(expected.drop_path_rate)
+
+
+@pytest.mark.timeout(600)
+def test_real_training_resumed_from_last_ckpt_continues_with_the_next_stage(
+    compose_train, monkeypatch, tmp_path
+):
+    """Stop after stage 1 (epoch 1 of 4), resume from last.ckpt in fresh objects: stage 2 applies.
+
+    The checkpoint callback is our own: with `monitor` set, Lightning 2.6 rewrites last.ckpt only in
+    steps that also save a top-k checkpoint, which would make the resumed epoch depend on val/acc."""
+    cfg = compose_train([*REAL_TRAINING, *REAL_SCHEDULE], output_dir=tmp_path / "run")
+    schedule = instantiate(cfg.schedule)
+    checkpoints = tmp_path / "run" / "checkpoints"
+
+    def fit(extra_callbacks: list, ckpt_path: Path | None = None) -> None:
+        datamodule = instantiate(cfg.data)
+        module = build_module(cfg, datamodule)
+        callbacks = [instantiate(cfg.callbacks.progressive), *extra_callbacks]
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, enable_progress_bar=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    fit([ModelCheckpoint(dirpath=checkpoints, save_last=True), StopAfterEpoch(1)])
+    spy = TrainingSpy(monkeypatch)
+    fit([], ckpt_path=checkpoints / "last.ckpt")
+    spy.assert_follows(schedule, 4, epochs=[2, 3])
+    assert spy.steps[0]["image_size"] == (32, 32)
+
+
+def test_paper_presets_compose_with_any_model(compose_train):
+    """`python src/train.py model=v2_m schedule=progressive` (and the paper presets) compose and describe."""
+    for schedule_name in ("progressive", "fixed", "resize_only", "paper_m", "official_l"):
+        cfg = compose_train(["model=v2_m", f"schedule={schedule_name}"])
+        schedule = instantiate(cfg.schedule)
+        assert f"over {cfg.trainer.max_epochs} epochs" in schedule.describe(cfg.trainer.max_epochs)
+        assert instantiate(cfg.callbacks.progressive).schedule == schedule
