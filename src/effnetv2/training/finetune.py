@@ -1,0 +1,102 @@
+"""Fine-tuning a pre-trained network on a new data set: the backbone learns at a lower rate than the
+new classifier, and may stay frozen for the first epochs while the classifier settles.
+
+Why not Lightning's `BackboneFinetuning` as is: it leaves the backbone out of the optimizer and adds it
+as a new parameter group when it unfreezes it, with its own per-epoch learning-rate rule (x1.5 per
+epoch by default). Our schedules are per step (`optim.lr_lambda` in a LambdaLR) and would never reach
+a group added later, and that group would get the optimizer's default weight decay. So here the
+backbone is in the optimizer from the first step, with its own lower learning rate under the same
+schedule (`parameter_groups`), and `FreezeBackbone` (a Lightning `BaseFinetuning`, which also keeps
+its state in checkpoints) only switches `requires_grad`: optimizers skip parameters without gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torch.optim import Optimizer
+
+from effnetv2.errors import ConfigError
+
+HEAD_MODULES = ("classifier",)
+
+
+def backbone_modules(model: nn.Module) -> list[nn.Module]:
+    """Every top-level part of the network except the classifier: what a pre-trained checkpoint provides."""
+    return [module for name, module in model.named_children() if name not in HEAD_MODULES]
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float, backbone_lr: float) -> list[dict]:
+    """Optimizer groups: backbone at `backbone_lr`, classifier at `lr`, each split so that norm weights
+    and biases (0-d/1-d tensors) get no weight decay.
+
+    Frozen parameters are included on purpose: `FreezeBackbone` unfreezes them later, and a parameter
+    that is not in the optimizer would never train.
+    """
+    head = {id(param) for name in HEAD_MODULES for param in getattr(model, name).parameters()}
+    groups = []
+    for part, part_lr in (("backbone", backbone_lr), ("head", lr)):
+        params = [param for param in model.parameters() if (id(param) in head) == (part == "head")]
+        decay = [param for param in params if param.ndim > 1]
+        no_decay = [param for param in params if param.ndim <= 1]
+        groups += [
+            {"params": decay, "weight_decay": weight_decay, "lr": part_lr, "name": part},
+            {"params": no_decay, "weight_decay": 0.0, "lr": part_lr, "name": f"{part}_no_decay"},
+        ]
+    return [group for group in groups if group["params"]]
+
+
+class FreezeBackbone(BaseFinetuning):
+    """Keep the pre-trained backbone frozen for the first `epochs` epochs, then train everything.
+
+    BatchNorm layers stay trainable while frozen by default (`train_bn`), so their statistics adapt to
+    the new data; `train_bn=False` freezes them too (their running statistics stop updating).
+    Needs the backbone in the optimizer, i.e. `optimizer.backbone_lr_scale` set (experiment=finetune).
+    """
+
+    def __init__(self, epochs: int = 1, train_bn: bool = True) -> None:
+        super().__init__()
+        if epochs < 0:
+            raise ConfigError(f"FreezeBackbone(epochs={epochs}): the number of frozen epochs must be >= 0")
+        self.epochs = int(epochs)
+        self.train_bn = train_bn
+        self._frozen = False
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        if self.epochs > 0:
+            self.freeze(backbone_modules(pl_module.model), train_bn=self.train_bn)
+            self._frozen = True
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        optimized = {
+            id(param)
+            for optimizer in trainer.optimizers
+            for group in optimizer.param_groups
+            for param in group["params"]
+        }
+        backbone = [param for module in backbone_modules(pl_module.model) for param in module.parameters()]
+        if any(id(param) not in optimized for param in backbone):
+            raise ConfigError(
+                "callbacks.freeze_backbone: the frozen backbone is not in the optimizer, so it would never "
+                "train after unfreezing. Set optimizer.backbone_lr_scale (e.g. 0.1; experiment=finetune "
+                "does) or remove the callback (callbacks.freeze_backbone=null)."
+            )
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        if self._frozen and epoch >= self.epochs:
+            self.make_trainable(backbone_modules(pl_module.model))
+            self._frozen = False
+            rank_zero_info(f"FreezeBackbone: backbone unfrozen at epoch {epoch}")
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Lightning skips `on_train_epoch_start` for an epoch it resumes mid-way: catch up here."""
+        if self._frozen:
+            for optimizer in trainer.optimizers:
+                self.finetune_function(pl_module, trainer.current_epoch, optimizer)
