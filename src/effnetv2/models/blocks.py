@@ -31,6 +31,15 @@ class LayerSettings:
     padding: Padding = "symmetric"
 
 
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU, in place unless autograd records it.
+
+    In place under autograd makes PyTorch copy the input to keep it for backward, which costs more than
+    writing a new output; without autograd (eval, inference) in place saves the allocation.
+    """
+    return F.silu(x, inplace=not x.requires_grad)
+
+
 def tf_same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
     """(before, after) padding of one dimension under TF "same": output size ceil(size / stride)."""
     out_size = -(-size // stride)
@@ -57,7 +66,12 @@ class TFSamePad(nn.Module):
 
 
 class ConvBNAct(nn.Module):
-    """Conv (no bias) -> BatchNorm -> SiLU (or no activation for projection convs)."""
+    """Conv (no bias) -> BatchNorm -> SiLU (or no activation for projection convs).
+
+    While BatchNorm is in eval mode it is an affine map per channel, so it is folded into the conv's
+    weights and bias for that call (same result, one pass over the activations less). The folded
+    weights are recomputed every call from the live parameters, so nothing goes stale.
+    """
 
     def __init__(
         self,
@@ -83,12 +97,23 @@ class ConvBNAct(nn.Module):
             bias=False,
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=settings.bn_eps, momentum=settings.bn_momentum)
-        self.act = nn.SiLU(inplace=True) if activation else nn.Identity()
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad is not None:
             x = self.pad(x)
-        return self.act(self.bn(self.conv(x)))
+        x = self.bn(self.conv(x)) if self.bn.training else self._conv_with_folded_bn(x)
+        return silu(x) if self.activation else x
+
+    def _conv_with_folded_bn(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self.conv, self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
 
 
 class SqueezeExcite(nn.Module):
@@ -100,11 +125,10 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, squeeze_channels: int) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(channels, squeeze_channels, 1)
-        self.act = nn.SiLU(inplace=True)
         self.expand = nn.Conv2d(squeeze_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True))))
+        scale = self.expand(silu(self.reduce(x.mean((2, 3), keepdim=True))))
         return x * scale.sigmoid()
 
 
