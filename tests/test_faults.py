@@ -14,10 +14,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import compose_config
 from effnetv2.errors import CheckpointError, ConfigError
 from effnetv2.training.faults import (
     AtomicCheckpointIO,
@@ -28,9 +30,14 @@ from effnetv2.training.faults import (
     read_checkpoint,
     save_atomically,
 )
+from train_runs import TINY, read_records, run_train, start_train, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = 6
+# src/train.py runs: 4 epochs (one per progressive stage) of 3 optimizer steps.
+MAX_EPOCHS = 4
+STEPS_PER_EPOCH = 3
+TOTAL_STEPS = MAX_EPOCHS * STEPS_PER_EPOCH
 
 
 # A tiny model whose loss can be made non-finite at chosen steps -------------------------------------------
@@ -253,3 +260,96 @@ def test_signal_saves_a_checkpoint_at_the_step_boundary_and_stops(tmp_path, sign
         resumed, tiny_loader(), ckpt_path=tmp_path / "checkpoints" / "last.ckpt"
     )
     assert resumed.trained_steps == [3, 4, 5]
+
+
+# src/train.py killed or signalled during an epoch, then resumed ---------------------------------------------
+def progressive_run(run_dir: Path, probe_dir: Path, *overrides: str) -> list[str]:
+    return [
+        *TINY,
+        f"trainer.max_epochs={MAX_EPOCHS}",
+        f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.probe._target_=train_runs.StepRecorder",
+        f"+callbacks.probe.outdir={probe_dir}",
+        *overrides,
+    ]
+
+
+def expected_stages(tmp_path: Path) -> dict[int, tuple[int, float]]:
+    """Epoch -> (train image size, dropout) of the default progressive schedule for MAX_EPOCHS epochs."""
+    cfg = compose_config("train", [*TINY, f"trainer.max_epochs={MAX_EPOCHS}"], tmp_path / "compose")
+    schedule = instantiate(cfg.schedule)
+    stages = {}
+    for epoch in range(MAX_EPOCHS):
+        values = schedule.stage_values(schedule.stage_of_epoch(epoch, MAX_EPOCHS))
+        stages[epoch] = (values.image_size, values.dropout)
+    assert len(set(stages.values())) == MAX_EPOCHS, "each epoch should be its own stage"
+    return stages
+
+
+def resume_and_check(tmp_path: Path, run_dir: Path, first: list[dict], saved_step: int) -> None:
+    """Resume with resume=auto and check the steps and stages of the two runs together."""
+    probe = tmp_path / "probe_resumed"
+    result = run_train(*progressive_run(run_dir, probe), "resume=auto")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert read_records(probe / "fits_rank0.jsonl")[0]["start_step"] == saved_step
+    second = read_records(probe / "steps_rank0.jsonl")
+    assert [r["step"] for r in second] == list(range(saved_step + 1, TOTAL_STEPS + 1))
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == TOTAL_STEPS
+    steps = {r["step"]: r for r in first if r["step"] <= saved_step} | {r["step"]: r for r in second}
+    assert sorted(steps) == list(range(1, TOTAL_STEPS + 1)), "an optimizer step is missing or repeated"
+    assert [steps[s]["epoch"] for s in sorted(steps)] == [
+        e for e in range(MAX_EPOCHS) for _ in range(STEPS_PER_EPOCH)
+    ]
+    stages = expected_stages(tmp_path)
+    assert [(r["image_size"], r["dropout"]) for r in steps.values()] == [
+        stages[r["epoch"]] for r in steps.values()
+    ]
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_during_an_epoch_then_resume_finishes_the_same_steps_and_stages(tmp_path) -> None:
+    """Killed (SIGKILL, whole process group) after step 9, the last batch of epoch 2; last.ckpt is written
+    every 2 steps, so the newest is step 8, mid-epoch: step 9 is lost and redone, nothing else."""
+    run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "killed.log"
+    overrides = progressive_run(
+        run_dir, probe, "faults.checkpoint_every_n_steps=2", "+callbacks.probe.pause_at_step=9"
+    )
+    process = start_train(*overrides, log=log)
+    wait_for(probe / "paused", process, log)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    first = read_records(probe / "steps_rank0.jsonl")
+    assert [r["step"] for r in first] == list(range(1, 10))
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 8
+    resume_and_check(tmp_path, run_dir, first, saved_step=8)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_writes_a_checkpoint_then_resume_finishes_the_same_steps_and_stages(tmp_path, signum) -> None:
+    """The signal arrives after step 4 (epoch 1, batch 0) was checked; step checkpoints are off (every 100
+    steps), so the checkpoint after epoch 0 is the one the signal writes after step 5. Nothing is lost."""
+    run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "signalled.log"
+    overrides = progressive_run(
+        run_dir, probe, "faults.checkpoint_every_n_steps=100", "+callbacks.probe.pause_at_step=4"
+    )
+    process = start_train(*overrides, log=log)
+    wait_for(probe / "paused", process, log)
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signum)  # Ctrl-C in a terminal reaches the whole process group
+    else:
+        process.send_signal(signum)  # `kill <pid>`, a scheduler pre-empting the job
+    (probe / "release").touch()
+    process.wait(timeout=120)
+    output = log.read_text()
+    assert process.returncode == 128 + signum, output[-4000:]
+    name = signal.Signals(signum).name
+    assert f"error: training stopped by {name} at step 5 (epoch 1)" in output
+    assert "Traceback" not in output
+    first = read_records(probe / "steps_rank0.jsonl")
+    assert [r["step"] for r in first] == [1, 2, 3, 4, 5]
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
+    resume_and_check(tmp_path, run_dir, first, saved_step=5)

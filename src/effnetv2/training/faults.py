@@ -4,6 +4,7 @@
   renames it over the target, so a kill while saving never leaves a truncated `last.ckpt` and never
   destroys the previous one. It reads checkpoints with `weights_only=True`: a checkpoint that holds
   anything but tensors and plain values is refused instead of unpickled (unpickling can run code).
+- `LastCheckpoint` keeps last.ckpt current (every N steps, every epoch, at the end).
 - `CheckpointOnSignal` turns SIGTERM (cluster pre-emption, `scancel`, torchrun) and SIGINT (Ctrl-C)
   into a checkpoint at the next optimizer-step boundary, then stops with a line saying how to resume.
 - `NonFiniteLossGuard` stops with a message naming the step when the loss is NaN or inf, or skips
@@ -184,9 +185,50 @@ def check_checkpoint_fits(
     )
 
 
-# Pre-emption: SIGTERM / SIGINT ---------------------------------------------------------------------------
+# last.ckpt and pre-emption: SIGTERM / SIGINT -------------------------------------------------------------
+class LastCheckpoint(L.Callback):
+    """Keeps `<dirpath>/last.ckpt` current: every `every_n_steps` optimizer steps, at the end of every
+    epoch (after its validation) and when training ends, so a kill loses at most N steps or one epoch.
+
+    Lightning 2.6's `ModelCheckpoint(save_last=True)` writes last.ckpt only when it also wrote a top-k
+    checkpoint (or every N steps with `every_n_train_steps`, but then never at epoch ends), so at the end
+    of a run last.ckpt can be older than the final weights. `resume=auto` and CheckpointOnSignal use this
+    file. All ranks call `trainer.save_checkpoint`; rank 0 writes.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike[str], every_n_steps: int | None = 500) -> None:
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ConfigError(
+                f"faults.checkpoint_every_n_steps={every_n_steps} must be >= 1 (or null: epochs only)"
+            )
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+        self._saved_step = -1
+
+    def save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)  # also when a step save just happened: this one includes the epoch's validation
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:  # stopped inside an epoch (max_steps, should_stop)
+            self.save(trainer)
+
+
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
-    """Where `last.ckpt` goes: the folder of the ModelCheckpoint that keeps it (resume=auto reads it)."""
+    """Where `last.ckpt` goes: LastCheckpoint's file, else that of a ModelCheckpoint with save_last."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, LastCheckpoint):
+            return callback.path
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
             return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
@@ -259,7 +301,7 @@ class CheckpointOnSignal(L.Callback):
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         self._stop(trainer, path, during="at")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

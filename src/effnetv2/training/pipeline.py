@@ -12,10 +12,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.errors import CheckpointError
 from effnetv2.models.summary import format_summary, model_summary
+from effnetv2.training.faults import AtomicCheckpointIO
 from effnetv2.training.loggers import finish_wandb, prepare_logger_configs, wandb_run_config
 from effnetv2.training.module import ClassificationModule
 
@@ -86,12 +88,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
-    log.info(format_summary(model_summary(module.model, datamodule.image_size)))
-    datamodule.save_class_map(output_dir / "class_map.json")
+    if rank_zero_only.rank == 0:
+        log.info(format_summary(model_summary(module.model, datamodule.image_size)))
+        datamodule.save_class_map(output_dir / "class_map.json")
+    else:  # DDP: rank 0 alone writes the run folder and the info log; other ranks report warnings only
+        logging.getLogger("effnetv2").setLevel(logging.WARNING)
 
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(prepare_logger_configs(cfg.get("logger")))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # AtomicCheckpointIO: a kill while saving never truncates last.ckpt; checkpoints load weights_only.
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     log_run_config(trainer, cfg)
 
     try:

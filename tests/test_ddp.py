@@ -1,0 +1,153 @@
+"""DDP with 2 CPU processes (gloo) through `src/train.py trainer=ddp_cpu`, with the torch and FFCV loaders
+and the progressive callback: each rank trains on a disjoint shard, validation metrics are reduced over
+both ranks, every stage change happens on both ranks at the same step, and only rank 0 writes logs and
+checkpoints. Probe callbacks (tests/train_runs.py) record what each rank saw."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from effnetv2.training.faults import read_checkpoint
+from train_runs import TINY, read_records, run_train, start_train, wait_for
+
+pytest_plugins = ["fixtures_data"]
+
+MAX_EPOCHS = 4  # the default progressive schedule has 4 stages: one per epoch
+BATCH_SIZE = 4
+TRAIN_BATCHES = 2
+
+
+def ddp_run(run_dir: Path, probe_dir: Path, *overrides: str) -> list[str]:
+    return [
+        *TINY,
+        "trainer=ddp_cpu",
+        f"trainer.max_epochs={MAX_EPOCHS}",
+        f"trainer.limit_train_batches={TRAIN_BATCHES}",
+        "trainer.limit_val_batches=1",
+        f"data.batch_size={BATCH_SIZE}",
+        "test=false",
+        "faults.checkpoint_every_n_steps=3",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.shards._target_=train_runs.ShardRecorder",
+        f"+callbacks.shards.outdir={probe_dir}",
+        "+callbacks.steps._target_=train_runs.StepRecorder",
+        f"+callbacks.steps.outdir={probe_dir}",
+        *overrides,
+    ]
+
+
+def logged_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def check_ddp_run(run_dir: Path, probe: Path, train_size: int, per_rank: int, sampler_kind: str) -> None:
+    """`per_rank`: samples each rank draws per epoch: half the training set (torch: all of it is drawn),
+    less the incomplete last batch FFCV drops. `train_size`: indices run from 0 to train_size - 1."""
+    shards = [read_records(probe / f"shards_rank{rank}.jsonl") for rank in (0, 1)]
+    assert [len(s) for s in shards] == [MAX_EPOCHS, MAX_EPOCHS]
+    for epoch in range(MAX_EPOCHS):
+        first, second = (set(shards[rank][epoch]["indices"]) for rank in (0, 1))
+        assert shards[0][epoch]["kind"] == shards[1][epoch]["kind"] == sampler_kind
+        assert len(first) == len(second) == per_rank
+        assert not first & second, f"epoch {epoch}: ranks share samples"
+        assert first | second <= set(range(train_size))
+    assert shards[0][0]["indices"] != shards[0][1]["indices"], "the shard order does not change per epoch"
+    for rank in (0, 1):
+        trained = read_records(probe / f"trained_rank{rank}.jsonl")
+        assert [t["samples"] for t in trained] == [TRAIN_BATCHES * BATCH_SIZE] * MAX_EPOCHS
+
+    # Stage changes: the same values at the same steps on both ranks, a new stage every epoch.
+    steps = [read_records(probe / f"steps_rank{rank}.jsonl") for rank in (0, 1)]
+    assert len(steps[0]) == MAX_EPOCHS * TRAIN_BATCHES
+    assert steps[0] == steps[1]
+    sizes = [next(r["image_size"] for r in steps[0] if r["epoch"] == e) for e in range(MAX_EPOCHS)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == MAX_EPOCHS
+
+    # Metrics reduced across ranks: val/acc logged by rank 0 = correct / total over both ranks' shards.
+    val = [read_records(probe / f"val_rank{rank}.jsonl") for rank in (0, 1)]
+    logged = [row for row in logged_rows(run_dir) if row.get("val/acc")]
+    assert len(logged) == MAX_EPOCHS, "one val row per epoch: a single writer"
+    for epoch, row in enumerate(logged):
+        correct = val[0][epoch]["correct"] + val[1][epoch]["correct"]
+        total = val[0][epoch]["total"] + val[1][epoch]["total"]
+        assert val[0][epoch]["total"] == val[1][epoch]["total"] > 0
+        assert float(row["val/acc"]) == pytest.approx(correct / total)
+
+    # Only rank 0 writes checkpoints and the run folder.
+    assert read_records(probe / "ckpt_writes_rank0.jsonl"), "rank 0 wrote no checkpoint"
+    assert not read_records(probe / "ckpt_writes_rank1.jsonl"), "rank 1 wrote a checkpoint"
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == MAX_EPOCHS * TRAIN_BATCHES
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")], (
+        "temporary files left"
+    )
+    assert (run_dir / "train.log").read_text().count("params (") == 1, "the model summary is logged per rank"
+    assert (run_dir / "class_map.json").is_file()
+
+
+@pytest.mark.timeout(600)
+def test_ddp_torch_loader_with_progressive_learning(tmp_path) -> None:
+    run_dir, probe = tmp_path / "run", tmp_path / "probe"
+    # 80 samples, 10% validation: 72 train samples, 36 per rank, 4 validation samples per rank.
+    result = run_train(*ddp_run(run_dir, probe, "data.subset=80"), timeout=540)
+    assert result.returncode == 0, result.stderr[-5000:]
+    check_ddp_run(run_dir, probe, train_size=72, per_rank=36, sampler_kind="DistributedSampler")
+
+
+@pytest.mark.timeout(600)
+def test_ddp_ffcv_loader_with_progressive_learning(tmp_path, cifar_folder) -> None:
+    pytest.importorskip("ffcv", reason="FFCV is an install extra")
+    run_dir, probe = tmp_path / "run", tmp_path / "probe"
+    # 200 CIFAR-10 JPEGs (indices 0-199 in the beton), 10% validation: 180 train samples, 90 per rank,
+    # of which FFCV's drop_last keeps 22 batches of 4.
+    overrides = [
+        "data=image_folder",
+        f"data.root={cifar_folder}",
+        "data.loader=ffcv",
+        f"data.beton_dir={tmp_path / 'betons'}",
+        "data.subset=null",
+        "data.num_workers=1",
+        "data.image_size=32",
+        "data.eval_size=32",
+    ]
+    result = run_train(*ddp_run(run_dir, probe, *overrides), timeout=540)
+    assert result.returncode == 0, result.stderr[-5000:]
+    check_ddp_run(run_dir, probe, train_size=200, per_rank=88, sampler_kind="ffcv Random distributed")
+
+
+@pytest.mark.timeout(600)
+def test_ddp_sigterm_to_rank_0_saves_once_and_stops_every_rank(tmp_path) -> None:
+    """`kill <pid>` of the launching process only: both ranks agree, save one checkpoint, stop together."""
+    run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "ddp.log"
+    overrides = ddp_run(run_dir, probe, "data.subset=80", "faults.checkpoint_every_n_steps=100")
+    process = start_train(*overrides, "+callbacks.steps.pause_at_step=3", log=log)
+    wait_for(probe / "paused", process, log)
+    process.send_signal(signal.SIGTERM)
+    (probe / "release").touch()
+    process.wait(timeout=240)
+    output = log.read_text()
+    assert process.returncode == 128 + signal.SIGTERM, output[-5000:]
+    assert "training stopped by SIGTERM at step 4 (epoch 1)" in output
+    steps = [read_records(probe / f"steps_rank{rank}.jsonl") for rank in (0, 1)]
+    assert [r["step"] for r in steps[0]] == [r["step"] for r in steps[1]] == [1, 2, 3, 4]
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+    writes = read_records(probe / "ckpt_writes_rank0.jsonl")
+    assert writes[-1]["path"].endswith("last.ckpt") and not read_records(probe / "ckpt_writes_rank1.jsonl")
+    deadline = time.monotonic() + 60
+    while group_alive(process.pid):  # rank 1 runs in the same process group
+        assert time.monotonic() < deadline, "a rank is still running after rank 0 stopped"
+        time.sleep(0.2)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

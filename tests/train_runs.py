@@ -1,0 +1,219 @@
+"""`src/train.py` in subprocesses, for the fault, DDP, user-error and security tests, and the probe
+callbacks those runs add (`+callbacks.probe._target_=train_runs.StepRecorder`; tests/ is on the children's
+PYTHONPATH). Each rank appends what it observed to JSON-lines files, so a test can compare ranks and
+runs after the processes ended or were killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+# A few steps of v2_b0 on Fashion-MNIST at 32 px or less: seconds per run on one CPU core.
+TINY = [
+    "data.subset=64",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar=null",
+    "callbacks.stage_report=null",
+    "torch_threads=1",
+]
+
+
+def train_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+def train_command(*overrides: str, script: str = "src/train.py") -> list[str]:
+    return [sys.executable, script, *overrides]
+
+
+def run_train(
+    *overrides: str, timeout: int = 300, env: dict[str, str] | None = None, script: str = "src/train.py"
+) -> subprocess.CompletedProcess:
+    """Run an entry point to completion; stdout and stderr captured as text."""
+    return subprocess.run(
+        train_command(*overrides, script=script),
+        cwd=ROOT,
+        env=env or train_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_train(*overrides: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start src/train.py in its own process group (a test can signal or kill all of it), output to `log`."""
+    with log.open("w") as output:
+        return subprocess.Popen(
+            train_command(*overrides),
+            cwd=ROOT,
+            env=env or train_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for(path: Path, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    """Wait until `path` exists; fail with the run's output if the process ended or time ran out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(
+                f"{path.name} never appeared (exit {process.poll()}):\n{log.read_text()[-4000:]}"
+            )
+        time.sleep(0.1)
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as file:
+        file.write(json.dumps(record) + "\n")
+        file.flush()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+class StepRecorder(L.Callback):
+    """One record per optimizer step: the step, the epoch, and the stage values its batch trained with.
+
+    `pause_at_step`: after that optimizer step, write `<outdir>/paused` and wait (up to 5 minutes) until
+    `<outdir>/release` exists, so a test can kill or signal the process at a known point.
+    """
+
+    def __init__(self, outdir: str, pause_at_step: int | None = None) -> None:
+        self.outdir = Path(outdir)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self.pause_at_step = pause_at_step
+        self._batch: dict[str, int] = {}
+
+    def _file(self, trainer: L.Trainer, kind: str) -> Path:
+        return self.outdir / f"{kind}_rank{trainer.global_rank}.jsonl"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _append(
+            self._file(trainer, "fits"), {"start_step": trainer.global_step, "epoch": trainer.current_epoch}
+        )
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch = {
+            "batch_idx": batch_idx,
+            "image_size": int(batch[0].shape[-1]),
+            "batch_size": len(batch[0]),
+        }
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
+    ) -> None:
+        """Recorded here, before any batch-end hook can stop the run: optimizer step `step` happens now."""
+        record = {
+            "step": trainer.global_step + 1,
+            "epoch": trainer.current_epoch,
+            **self._batch,
+            "dropout": float(pl_module.model.dropout_rate),
+        }
+        _append(self._file(trainer, "steps"), record)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.pause_at_step is not None and trainer.global_step == self.pause_at_step:
+            (self.outdir / "paused").write_text(str(trainer.global_step))
+            deadline = time.monotonic() + 300
+            while not (self.outdir / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def epoch_indices(loader: Any, epoch: int) -> tuple[str, list[int]]:
+    """The sample indices this rank's train loader draws in `epoch`, and what draws them."""
+    sampler = getattr(loader, "sampler", None)
+    if sampler is not None:  # torch DataLoader: Lightning set the sampler's epoch before on_train_epoch_start
+        return type(sampler).__name__, [int(i) for i in sampler]
+    ffcv = loader.loader  # effnetv2's FFCVLoader wraps an ffcv Loader, which counts epochs itself
+    order = ffcv.traversal_order.sample_order(epoch)[: len(ffcv) * ffcv.batch_size]
+    kind = f"ffcv {type(ffcv.traversal_order).__name__}" + (" distributed" if ffcv.distributed else "")
+    return kind, [int(i) for i in order]
+
+
+class ShardRecorder(L.Callback):
+    """Under DDP: which sample indices this rank's sampler yields, how many samples it trained and
+    validated on and how many it got right, and every checkpoint write this rank performed."""
+
+    def __init__(self, outdir: str) -> None:
+        self.outdir = Path(outdir)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self._val = {"correct": 0, "total": 0}
+        self._trained = 0
+
+    def _file(self, trainer: L.Trainer, kind: str) -> Path:
+        return self.outdir / f"{kind}_rank{trainer.global_rank}.jsonl"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        io = trainer.strategy.checkpoint_io
+        save = io.save_checkpoint
+        ckpt_file = self._file(trainer, "ckpt_writes")
+
+        def recording_save(checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+            _append(ckpt_file, {"path": str(path)})
+            save(checkpoint, path, storage_options)
+
+        io.save_checkpoint = recording_save
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained = 0
+        kind, indices = epoch_indices(trainer.train_dataloader, trainer.current_epoch)
+        _append(
+            self._file(trainer, "shards"), {"epoch": trainer.current_epoch, "kind": kind, "indices": indices}
+        )
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._trained += int(batch[0].shape[0])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _append(self._file(trainer, "trained"), {"epoch": trainer.current_epoch, "samples": self._trained})
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val = {"correct": 0, "total": 0}
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        images, targets = batch
+        with torch.no_grad():
+            predictions = pl_module(images).argmax(dim=-1)
+        self._val["correct"] += int((predictions == targets).sum())
+        self._val["total"] += int(targets.numel())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            _append(self._file(trainer, "val"), {"epoch": trainer.current_epoch, **self._val})
