@@ -31,6 +31,11 @@ def _wanted(name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
+def cifar_classes() -> tuple[str, ...]:
+    return CIFAR_CLASSES
+
+
+@pytest.fixture(scope="session")
 def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """root/{train,test}/<class>/*.jpg: 20 train and 5 test real CIFAR-10 JPEGs per class."""
     if not CIFAR_TAR.is_file():

@@ -66,6 +66,16 @@ def test_larger_magnitude_changes_the_image_more(name: str, sign: float) -> None
     assert changes[0] < changes[1] < changes[2], changes
 
 
+@pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"])
+def test_geometric_fill_is_grey_in_every_channel(name: str) -> None:
+    gray_as_rgb = np.repeat(natural_like(1), 3, axis=2)
+    result = OPERATIONS[name](gray_as_rgb, 1.0, 1.0, 128)
+    assert np.array_equal(result[:, :, 0], result[:, :, 1]) and np.array_equal(
+        result[:, :, 1], result[:, :, 2]
+    )
+    assert (result == 128).any()
+
+
 def test_randaugment_reads_its_magnitude_at_every_call() -> None:
     augment = RandAugment(num_ops=2, magnitude=3.0)
     image = natural_like(3)

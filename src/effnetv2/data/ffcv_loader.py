@@ -33,6 +33,7 @@ import torch
 from effnetv2.data.decode import convert_channels, read_image
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import SampleSet, settle_bad_inputs
+from effnetv2.data.torch_loader import single_threaded_opencv
 from effnetv2.errors import DataError
 
 INSTALL_HINT = (
@@ -152,6 +153,7 @@ def write_beton(
 
     Written to a temporary name and renamed, so an interrupted run leaves no half-written file.
     """
+    single_threaded_opencv()  # the image check and DatasetWriter fork processes that run cv2
     readable = readable_samples(samples, on_bad_image, num_workers)
     beton.parent.mkdir(parents=True, exist_ok=True)
     partial = beton.with_name(beton.name + ".partial")

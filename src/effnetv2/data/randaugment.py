@@ -49,7 +49,9 @@ def _warp(image: np.ndarray, matrix: np.ndarray, fill: int) -> np.ndarray:
         image,
         np.vstack([matrix, [0.0, 0.0, 1.0]]),
         interpolation=cv2.INTER_LINEAR,
-        fill=fill,
+        fill=float(
+            fill
+        ),  # albumentations extends only a float fill to every channel (an int fills channel 0)
         border_mode=cv2.BORDER_CONSTANT,
         output_shape=(height, width),
     )

@@ -266,10 +266,12 @@ class ImageFolder(DataSource):
         return list(self._class_names)
 
     def load(self, split: str) -> SampleSet | None:
-        folder = self.root / split
-        if split not in SPLITS or not folder.is_dir():
+        if split not in SPLITS:
             return None
-        index = {name: i for i, name in enumerate(self._class_names)}
+        index = {name: i for i, name in enumerate(self._class_names)}  # raises without root/train
+        folder = self.root / split
+        if not folder.is_dir():
+            return None
         files, unseen, ignored = [], [], 0
         for class_folder in self._class_folders(split):
             images, skipped_names = _image_files(class_folder)

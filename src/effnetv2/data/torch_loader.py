@@ -132,12 +132,21 @@ class NormalizingCollate:
         return images, torch.tensor([label for _, label in kept], dtype=torch.int64)
 
 
-def worker_init(worker_id: int) -> None:
-    """One thread per worker for torch and cv2 (the workers are the parallelism) and a fresh
-    random stream per worker: albumentations' generators would otherwise be forked copies that
-    repeat the same augmentations in every worker."""
-    torch.set_num_threads(1)
+def single_threaded_opencv() -> None:
+    """Call before forking worker processes (DataLoader, FFCV's writer).
+
+    OpenCV's thread pool does not survive fork: a child that uses or resizes it waits forever for
+    threads that exist only in the parent (seen here: cv2.setNumThreads(1) hanging in a worker
+    after the parent had run cv2). With one thread OpenCV uses no pool, in parent and children.
+    The workers are the parallelism anyway.
+    """
     cv2.setNumThreads(1)
+
+
+def worker_init(worker_id: int) -> None:
+    """One torch thread per worker and a fresh random stream per worker: albumentations'
+    generators would otherwise be forked copies repeating the same augmentations in every worker."""
+    torch.set_num_threads(1)
     info = get_worker_info()
     info.dataset.reseed(info.seed % 2**32)
 
@@ -152,6 +161,8 @@ def make_loader(
     collate: NormalizingCollate,
 ) -> DataLoader:
     """A DataLoader over `dataset`: shuffled without the last partial batch for training."""
+    if num_workers > 0:
+        single_threaded_opencv()
     return DataLoader(
         dataset,
         batch_size=batch_size,
