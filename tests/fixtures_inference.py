@@ -27,22 +27,17 @@ DATA_CONFIG = {
 
 
 def calibrate(model: torch.nn.Module, in_chans: int = 3) -> None:
-    """Give an untrained model image-dependent outputs of order one: BatchNorm statistics from one
-    random batch (freshly initialised ones make every image look alike), then a classifier whose
-    logits have unit spread on that batch."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average: one batch sets the statistics
+    """Give an untrained model image-dependent, well-conditioned outputs: convolutions re-initialised to
+    keep the signal's variance (fan-in; the official fan-out init shrinks it until every image gives
+    the same output while BatchNorm is still the identity), then a classifier with logits of unit spread."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, mode="fan_in")
     images = torch.randn(16, in_chans, 32, 32)
     with torch.no_grad():
-        model.train()(images)
-        for norm in norms:
-            norm.momentum = 0.1
         torch.nn.init.normal_(model.classifier.weight)
         torch.nn.init.zeros_(model.classifier.bias)
         model.classifier.weight /= model.eval()(images).std()
-    model.eval()
 
 
 def write_checkpoint(
