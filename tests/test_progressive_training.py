@@ -5,6 +5,7 @@ used, the mixup alpha and dropout in force), also after resuming from a checkpoi
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -134,6 +135,8 @@ class RecordingModule(L.LightningModule):
         self.log("val/loss", nn.functional.cross_entropy(self.head(images.mean(dim=(2, 3))), targets))
 
     def configure_optimizers(self):
+        # As ClassificationModule does: this creates the first train iterator before on_fit_start.
+        assert self.trainer.estimated_stepping_batches > 0
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
@@ -238,6 +241,36 @@ def test_resume_from_last_ckpt_restores_the_stage(
     assert resumed.steps[0]["epoch"] == first_resumed_epoch
     assert_steps_follow_schedule(resumed.steps, schedule)
     assert resumed.steps[-1]["epoch"] == MAX_EPOCHS - 1
+
+
+class RankRecorder(L.Callback):
+    """Under DDP the module's records live in the worker processes: each rank writes its own."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def on_train_end(self, trainer, pl_module):
+        (self.directory / f"rank{trainer.global_rank}.json").write_text(json.dumps(pl_module.steps))
+
+
+@pytest.mark.timeout(300)
+def test_every_ddp_rank_trains_with_the_same_stages(tmp_path):
+    """Two CPU processes (gloo): every rank derives the stage from the epoch, no communication."""
+    schedule = three_stages()
+    trainer = make_trainer(
+        tmp_path,
+        [ProgressiveLearning(schedule), RankRecorder(tmp_path)],
+        devices=2,
+        strategy="ddp_spawn",
+    )
+    trainer.fit(RecordingModule(), datamodule=FakeDataModule())
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for steps in ranks:
+        for step in steps:
+            step["image_size"] = tuple(step["image_size"])
+        assert_steps_follow_schedule(steps, schedule)
+        assert sorted({step["epoch"] for step in steps}) == list(range(MAX_EPOCHS))
+    assert [s["image_size"] for s in ranks[0]] == [s["image_size"] for s in ranks[1]]
 
 
 def test_resume_with_a_different_schedule_warns(tmp_path):
@@ -425,13 +458,17 @@ class TrainingSpy:
         monkeypatch.setattr(ClassificationModule, "training_step", recording_training_step)
         monkeypatch.setattr(ClassificationModule, "validation_step", recording_validation_step)
 
-    def assert_follows(self, schedule: ProgressiveSchedule, max_epochs: int, epochs: list[int]) -> None:
+    def assert_follows(
+        self, schedule: ProgressiveSchedule, max_epochs: int, epochs: list[int], in_workers: bool = False
+    ) -> None:
+        """`in_workers`: augmentation ran in DataLoader worker processes, out of the spy's sight."""
         assert sorted({step["epoch"] for step in self.steps}) == epochs
         for step in self.steps:
             expected = schedule.values_at_epoch(step["epoch"], max_epochs)
             assert step["image_size"] == (expected.image_size, expected.image_size), step
             assert step["batch_size"] == 8, step  # constant across stages, as in the paper
-            assert step["magnitudes"] == pytest.approx([expected.randaug_magnitude]), step
+            if not in_workers:
+                assert step["magnitudes"] == pytest.approx([expected.randaug_magnitude]), step
             assert step["mixup_calls"] == [
                 (pytest.approx(expected.mixup_alpha), pytest.approx(expected.cutmix_alpha))
             ], step
@@ -440,14 +477,16 @@ class TrainingSpy:
 
 
 @pytest.mark.timeout(600)
-def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeypatch, tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeypatch, tmp_path, num_workers):
+    """num_workers=2 runs the default loader set-up (persistent workers) of conf/data."""
     spy = TrainingSpy(monkeypatch)
     out = tmp_path / "run"
-    cfg = compose_train([*REAL_TRAINING, *REAL_SCHEDULE], output_dir=out)
+    cfg = compose_train([*REAL_TRAINING, *REAL_SCHEDULE, f"data.num_workers={num_workers}"], output_dir=out)
     train(cfg)
     schedule = instantiate(cfg.schedule)
 
-    spy.assert_follows(schedule, 4, epochs=[0, 1, 2, 3])
+    spy.assert_follows(schedule, 4, epochs=[0, 1, 2, 3], in_workers=num_workers > 0)
     assert [step["image_size"][0] for step in spy.steps] == [16, 16, 24, 24, 32, 32, 40, 40]
     assert spy.val_sizes == {(24, 24)}  # evaluation at schedule.eval_size
     with open(out / "csv" / "metrics.csv") as file:

@@ -44,12 +44,14 @@ class ProgressiveLearning(L.Callback):
     restores the right stage from the epoch. Under DDP every rank computes the same stage from the
     same epoch, so no communication is needed.
 
-    When the values must be in place (Lightning 2.6 fit loop): a train dataloader iterator (and its
-    worker processes) is created *after* `on_train_epoch_start` from the second epoch on, but *before*
-    any hook in the first epoch of a `fit` call. So the first epoch's stage is applied in `on_fit_start`
-    (fresh start) or `on_load_checkpoint` (resume, epoch read from the checkpoint's loop state), and
-    later stages in `on_train_epoch_start`. `on_train_batch_start` re-checks the stage because Lightning
-    skips `on_train_epoch_start` for an epoch it resumes mid-way.
+    When the values must be in place (Lightning 2.6): from the second epoch on, a train dataloader
+    iterator (and its worker processes) is created *after* `on_train_epoch_start`. The first epoch's
+    iterator of a `fit` call is created earlier, by the first `fit_loop.setup_data()`, which
+    `configure_optimizers` already triggers when it reads `trainer.estimated_stepping_batches`
+    (before `on_fit_start`). So the first stage is applied in `setup` (fresh start) and
+    `on_load_checkpoint` (resume: the epoch comes from the checkpoint's loop state), both of which
+    run before that; later stages in `on_train_epoch_start`. `on_train_batch_start` re-checks the
+    stage because Lightning skips `on_train_epoch_start` for an epoch it resumes mid-way.
     """
 
     def __init__(self, schedule: ProgressiveSchedule, print_schedule: bool = True) -> None:
@@ -61,6 +63,8 @@ class ProgressiveLearning(L.Callback):
         self.schedule = schedule
         self.print_schedule = print_schedule
         self.applied: StageValues | None = None
+        self._applied_epoch = 0
+        self._announced: StageValues | None = None
 
     # Hooks ------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -69,21 +73,22 @@ class ProgressiveLearning(L.Callback):
         if stage != "fit":
             return
         self._check_module(pl_module)
-        self.applied = None
+        self.applied = self._announced = None
         max_epochs = self._max_epochs(trainer)
         if self.print_schedule:
             rank_zero_info(self.schedule.describe(max_epochs))
+        self._apply(trainer, pl_module, trainer.current_epoch)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == "fit":
             self._apply(trainer, pl_module, first_epoch_after_restore(checkpoint))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.applied is None:
-            self._apply(trainer, pl_module, trainer.current_epoch)
+        self._announce()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._apply(trainer, pl_module, trainer.current_epoch)
+        self._announce()
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -95,6 +100,7 @@ class ProgressiveLearning(L.Callback):
                 f"{batch_idx}); this epoch's data loader may still deliver the previous stage's images."
             )
             self._apply(trainer, pl_module, trainer.current_epoch)
+            self._announce()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.applied is None:
@@ -137,8 +143,15 @@ class ProgressiveLearning(L.Callback):
             pl_module.set_cutmix_alpha(values.cutmix_alpha)
         if values.drop_path_rate is not None:
             pl_module.set_drop_path_rate(values.drop_path_rate)
-        self.applied = values
-        rank_zero_info(f"Progressive learning: epoch {epoch} trains {describe_values(values)}")
+        self.applied, self._applied_epoch = values, epoch
+
+    def _announce(self) -> None:
+        """Print the stage in force once (a resume applies its stage silently before fitting starts)."""
+        if self.applied is not None and self.applied != self._announced:
+            rank_zero_info(
+                f"Progressive learning: epoch {self._applied_epoch} trains {describe_values(self.applied)}"
+            )
+            self._announced = self.applied
 
     def _stage_of(self, trainer: L.Trainer, epoch: int) -> int:
         if trainer.fast_dev_run:
