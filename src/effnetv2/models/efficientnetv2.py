@@ -70,6 +70,8 @@ class EfficientNetV2(nn.Module):
     ) -> None:
         super().__init__()
         settings = settings or LayerSettings()
+        if in_chans < 1:
+            raise ConfigError(f"in_chans must be at least 1, got {in_chans}")
         self.variant = variant
         self.in_chans = in_chans
         self._drop_path_rate = _check_rate("drop_path_rate", drop_path_rate)
