@@ -25,7 +25,7 @@ def validation_samples(datamodule: L.LightningDataModule) -> tuple[list[str], Sa
     """Ids and samples of the validation role in the datamodule's split plan (None without validation).
 
     Ids are unique over the whole data set, so folds can be joined: image paths relative to the data
-    root, or `<split>#<index>` for in-memory data.
+    root (absolute when the images live elsewhere), or `<split>#<index>` for in-memory data.
     """
     roles = datamodule._roles  # the datamodule's plan: role -> (split, indices into that split)
     if "val" not in roles:
@@ -34,7 +34,11 @@ def validation_samples(datamodule: L.LightningDataModule) -> tuple[list[str], Sa
     samples = datamodule._split(split).subset(indices)
     if samples.paths is not None:
         root = Path(datamodule.source.root)
-        return [path.relative_to(root).as_posix() for path in samples.paths], samples
+        ids = [
+            (path.relative_to(root) if path.is_relative_to(root) else path).as_posix()
+            for path in samples.paths
+        ]
+        return ids, samples
     return [f"{split}#{index}" for index in indices], samples
 
 
