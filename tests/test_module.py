@@ -226,8 +226,13 @@ def test_fast_dev_run_of_every_schedule(compose_train, schedule: str) -> None:
     assert metrics["train/image_size"] == first_size
 
 
+LARGE = ("v2_l", "v2_xl")  # 118M / 208M parameters: minutes on two cores even at 16 px
+
+
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize(
+    "model", [pytest.param(m, marks=pytest.mark.slow) if m in LARGE else m for m in options("model")]
+)
 def test_fast_dev_run_of_every_model(compose_train, tmp_path, model: str) -> None:
     """Every variant builds, trains one step, validates and tests (16 px, batch 2: large ones too)."""
     out = tmp_path / "run"

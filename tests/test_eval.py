@@ -1,0 +1,94 @@
+"""src/eval.py: a checkpoint alone rebuilds model and data, reproduces the run's test top-1, and evaluates
+at several sizes and splits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import ROOT, TINY_TRAINING, compose_config
+from effnetv2.errors import CheckpointError
+from effnetv2.training.evaluation import datamodule_for, evaluate, load_checkpoint, module_from_checkpoint
+from effnetv2.training.pipeline import train
+
+TINY = [*TINY_TRAINING, "schedule=fixed", "trainer.limit_test_batches=3"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> tuple:
+    """One tiny run (EMA on, so the checkpoint holds averaged weights) shared by the tests below."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    metrics = train(compose_config("train", [*TINY, "callbacks=ema", "callbacks.ema.decay=0.5"], out))
+    best = next(p for p in (out / "checkpoints").glob("epoch*.ckpt"))
+    return out, best, metrics
+
+
+def run_eval_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    command = [sys.executable, "src/eval.py", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_checkpoint_describes_model_data_and_eval_size(trained_run) -> None:
+    _, best, _ = trained_run
+    checkpoint = load_checkpoint(best)  # weights_only=True
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["model"]["name"] == "v2_b0" and hparams["num_classes"] == 10 and hparams["in_chans"] == 1
+    assert hparams["data"]["source"] == "fashion_mnist" and hparams["data"]["subset"] == 64
+    assert len(hparams["class_names"]) == 10
+    assert checkpoint["eval_size"] == 32
+
+
+def test_eval_reproduces_the_runs_test_top1(trained_run, tmp_path) -> None:
+    out, best, metrics = trained_run
+    result = run_eval_cli(
+        f"ckpt_path={best}", "eval.limit_batches=3", "eval.num_workers=0", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "eval.json").read_text())
+    assert (row["split"], row["size"], row["images"]) == ("test", 32, 48)
+    assert row["top1"] == pytest.approx(metrics["test/acc"], abs=1e-3)
+    assert row["top5"] == pytest.approx(metrics["test/acc_top5"], abs=1e-3)
+    assert row["loss"] == pytest.approx(metrics["test/loss"], abs=1e-3)
+    assert "top-1" in result.stdout and f"{row['top1']:.4f}" in result.stdout  # the printed table
+
+
+def test_eval_at_several_sizes_and_splits(trained_run) -> None:
+    _, best, _ = trained_run
+    checkpoint = load_checkpoint(best)
+    module = module_from_checkpoint(checkpoint)
+    datamodule = datamodule_for(checkpoint, None, num_workers=0)
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, limit_test_batches=1, enable_model_summary=False
+    )
+    results = evaluate(module, datamodule, [24, 40], ["val", "test"], trainer)
+    assert [(r.split, r.size) for r in results] == [("val", 24), ("test", 24), ("val", 40), ("test", 40)]
+    assert all(0.0 <= r.top1 <= r.top5 <= 1.0 and r.images == 16 for r in results)
+    assert results[0].loss != results[2].loss  # the size really changed what the model saw
+
+
+def test_eval_uses_the_averaged_weights(trained_run) -> None:
+    _, best, _ = trained_run
+    checkpoint = load_checkpoint(best)
+    module = module_from_checkpoint(checkpoint)
+    weight = module.model.classifier.weight
+    assert torch.equal(weight, checkpoint["state_dict"]["model.classifier.weight"])
+    assert not torch.equal(weight, checkpoint["current_model_state"]["model.classifier.weight"])
+
+
+def test_missing_or_foreign_checkpoints_are_clear_errors(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    foreign = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        load_checkpoint(foreign)
+    result = run_eval_cli(f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 1
+    assert "error: checkpoint" in result.stderr and "does not exist" in result.stderr

@@ -1,0 +1,173 @@
+"""W&B: offline without credentials, one run per Hydra multirun job, names/groups/tags from model,
+schedule and data, and the logged keys a dashboard needs (read back from the offline run files)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from wandb.proto import wandb_internal_pb2
+
+from conftest import ROOT
+from effnetv2.errors import ConfigError
+from effnetv2.training.loggers import prepare_logger_configs, resolve_wandb_mode, wandb_run_config
+
+# The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of chunks, each with
+# a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last), each record a protobuf.
+BLOCK_SIZE, CHUNK_HEADER, FILE_HEADER = 32768, 7, 7
+
+
+def read_wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B", f"{path} is not a W&B run file"
+    records, pending, pos = [], b"", FILE_HEADER
+    while pos + CHUNK_HEADER <= len(raw):
+        left_in_block = BLOCK_SIZE - pos % BLOCK_SIZE
+        if left_in_block < CHUNK_HEADER:
+            pos += left_in_block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + CHUNK_HEADER])
+        if kind == 0:  # zero padding up to the block end
+            pos += left_in_block
+            continue
+        data = raw[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
+        pos += CHUNK_HEADER + length
+        pending = data if kind in (1, 2) else pending + data
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def summarize_run(run_dir: Path) -> dict:
+    """Name, group, tags, config keys/values and logged history keys of one offline run folder."""
+    (wandb_file,) = run_dir.glob("run-*.wandb")
+    summary: dict = {"config": {}, "history": set()}
+    for record in read_wandb_records(wandb_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            summary.update(id=run.run_id, name=run.display_name, group=run.run_group, tags=list(run.tags))
+        elif kind == "config":
+            summary["config"].update({item.key: item.value_json for item in record.config.update})
+        elif kind == "history":
+            summary["history"].update(item.key or "/".join(item.nested_key) for item in record.history.item)
+    return summary
+
+
+# Mode and config ------------------------------------------------------------------------------------
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    return monkeypatch
+
+
+def test_auto_mode_is_offline_without_credentials_and_online_with(no_credentials) -> None:
+    assert resolve_wandb_mode("auto") == "offline"
+    no_credentials.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "online"
+    no_credentials.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+
+
+def test_online_without_credentials_falls_back_to_offline(no_credentials, caplog) -> None:
+    assert resolve_wandb_mode("online") == "offline"
+    assert "needs credentials" in caplog.text
+    with pytest.raises(ConfigError, match="choose one of auto, online, offline, disabled"):
+        resolve_wandb_mode("cloud")
+
+
+def test_best_checkpoint_is_uploaded_only_online(no_credentials, tmp_path) -> None:
+    """log_model uploads the best (alias "best") and last checkpoints; Lightning refuses it offline."""
+    logger_cfg = OmegaConf.create({"wandb": {"mode": "auto", "log_model": True, "save_dir": str(tmp_path)}})
+    offline = prepare_logger_configs(logger_cfg)
+    assert (offline.wandb.mode, offline.wandb.offline, offline.wandb.log_model) == ("offline", True, False)
+    no_credentials.setenv("WANDB_API_KEY", "x" * 40)
+    online = prepare_logger_configs(logger_cfg)
+    assert (online.wandb.mode, online.wandb.offline, online.wandb.log_model) == ("online", False, True)
+
+
+def test_run_config_is_flat_with_group_choices() -> None:
+    resolved = {"optimizer": {"lr": 0.002, "betas": [0.9, 0.999]}, "seed": 1, "callbacks": {}}
+    choices = {"optimizer": "adamw", "schedule": "fixed", "experiment": None, "hydra/launcher": "basic"}
+    flat = wandb_run_config(resolved, choices)
+    assert flat == {
+        "optimizer.lr": 0.002,
+        "optimizer.betas": [0.9, 0.999],
+        "seed": 1,
+        "callbacks": {},
+        "optimizer": "adamw",
+        "schedule": "fixed",
+    }
+
+
+# A 2x2 multirun ------------------------------------------------------------------------------------------
+TINY_MULTIRUN = [
+    "data.subset=64",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.max_epochs=4",  # progressive: one epoch per stage
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar=null",
+    "torch_threads=2",
+]
+LOGGED_KEYS = [
+    "train/loss_step",
+    "train/loss_epoch",
+    "train/images_per_sec",
+    "train/image_size",
+    "val/acc",
+    "val/acc_top5",
+    "test/acc",
+    "test/acc_top5",
+    "lr-AdamW/decay",
+    "progressive/stage",
+    "progressive/transition",
+    "progressive/schedule",
+    "train/augmented_images",
+    "test/confusion_matrix",
+    "test/confusion_matrix_image",
+]
+
+
+@pytest.mark.timeout(600)
+def test_multirun_jobs_are_separate_named_and_grouped_offline_runs(tmp_path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    env.update(NO_ALBUMENTATIONS_UPDATE="1", HOME=str(tmp_path), WANDB_SILENT="true")
+    command = [sys.executable, "src/train.py", "-m", "model=v2_b0,v2_b1", "schedule=fixed,progressive"]
+    command += ["logger=wandb", *TINY_MULTIRUN, f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=580)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    runs = {}
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+        (run_dir,) = (job / "wandb").glob("offline-run-*")  # exactly one run per job
+        runs[job.name] = summarize_run(run_dir)
+    assert len(runs) == 4
+    assert len({run["id"] for run in runs.values()}) == 4
+
+    expected = {(m, s) for m in ("v2_b0", "v2_b1") for s in ("fixed", "progressive")}
+    seen = set()
+    for run in runs.values():
+        model, schedule, data = run["name"].split("-")
+        seen.add((model, schedule))
+        assert data == "fashion_mnist"
+        assert run["group"] == schedule
+        assert run["tags"] == [model, schedule, data]
+        assert run["config"]["model.name"] == f'"{model}"' and run["config"]["schedule"] == f'"{schedule}"'
+        assert "optimizer.lr" in run["config"] and "data.subset" in run["config"]
+        missing = [key for key in LOGGED_KEYS if key not in run["history"]]
+        assert not missing, f"{run['name']}: not logged: {missing}"
+    assert seen == expected
