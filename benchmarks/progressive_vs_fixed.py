@@ -108,6 +108,7 @@ def run(dataset: str, schedule: str, args: argparse.Namespace, out_dir: Path) ->
         f"data.batch_size={args.batch_size}",
         f"data.num_workers={args.num_workers}",
         f"trainer.max_epochs={args.epochs}",
+        f"trainer.limit_test_batches={args.test_batches or 1.0}",
         f"torch_threads={args.threads}",
         f"seed={args.seed}",
         "logger=csv",
@@ -218,10 +219,14 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--test-batches", type=int, default=None, help="test batches to use (default: the whole test set)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "progressive_vs_fixed")
     args = parser.parse_args()
     if args.quick:
         args.datasets, args.image_size, args.subset, args.epochs = ["fashion_mnist"], 32, 400, 4
+        args.test_batches = 4
 
     datasets = [d for d in args.datasets if d != "cifar10" or cifar10_ready()]
     if "cifar10" in args.datasets and "cifar10" not in datasets:

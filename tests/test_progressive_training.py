@@ -25,6 +25,7 @@ from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import build_module, train
 from effnetv2.training.progressive import ProgressiveSchedule
 
+pytest_plugins = ["fixtures_data"]
 torch.set_num_threads(1)
 
 MAX_EPOCHS = 6
@@ -459,15 +460,16 @@ class TrainingSpy:
         monkeypatch.setattr(ClassificationModule, "validation_step", recording_validation_step)
 
     def assert_follows(
-        self, schedule: ProgressiveSchedule, max_epochs: int, epochs: list[int], in_workers: bool = False
+        self, schedule: ProgressiveSchedule, max_epochs: int, epochs: list[int], check_magnitudes: bool = True
     ) -> None:
-        """`in_workers`: augmentation ran in DataLoader worker processes, out of the spy's sight."""
+        """Magnitudes can be attributed to steps only when samples are augmented on demand in this
+        process (torch loader, num_workers=0): workers and FFCV's loader thread work ahead."""
         assert sorted({step["epoch"] for step in self.steps}) == epochs
         for step in self.steps:
             expected = schedule.values_at_epoch(step["epoch"], max_epochs)
             assert step["image_size"] == (expected.image_size, expected.image_size), step
             assert step["batch_size"] == 8, step  # constant across stages, as in the paper
-            if not in_workers:
+            if check_magnitudes:
                 assert step["magnitudes"] == pytest.approx([expected.randaug_magnitude]), step
             assert step["mixup_calls"] == [
                 (pytest.approx(expected.mixup_alpha), pytest.approx(expected.cutmix_alpha))
@@ -486,7 +488,7 @@ def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeyp
     train(cfg)
     schedule = instantiate(cfg.schedule)
 
-    spy.assert_follows(schedule, 4, epochs=[0, 1, 2, 3], in_workers=num_workers > 0)
+    spy.assert_follows(schedule, 4, epochs=[0, 1, 2, 3], check_magnitudes=num_workers == 0)
     assert [step["image_size"][0] for step in spy.steps] == [16, 16, 24, 24, 32, 32, 40, 40]
     assert spy.val_sizes == {(24, 24)}  # evaluation at schedule.eval_size
     with open(out / "csv" / "metrics.csv") as file:
@@ -501,6 +503,26 @@ def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeyp
         assert float(row["progressive/cutmix_alpha"]) == pytest.approx(expected.cutmix_alpha)
         assert float(row["progressive/dropout"]) == pytest.approx(expected.dropout)
         assert float(row["progressive/drop_path_rate"]) == pytest.approx(expected.drop_path_rate)
+
+
+@pytest.mark.ffcv
+@pytest.mark.timeout(300)
+def test_train_pipeline_with_the_ffcv_loader_follows_the_schedule(
+    compose_train, monkeypatch, tmp_path, cifar_folder
+):
+    pytest.importorskip("ffcv", reason="the ffcv extra is not installed")
+    spy = TrainingSpy(monkeypatch)
+    overrides = [
+        "data=cifar10",
+        f"data.root={cifar_folder}",
+        "data.loader=ffcv",
+        f"data.beton_dir={tmp_path}",
+    ]
+    cfg = compose_train([*REAL_TRAINING, *REAL_SCHEDULE, *overrides, "data.subset=null"])
+    train(cfg)
+    spy.assert_follows(instantiate(cfg.schedule), 4, epochs=[0, 1, 2, 3], check_magnitudes=False)
+    assert [step["image_size"][0] for step in spy.steps] == [16, 16, 24, 24, 32, 32, 40, 40]
+    assert spy.val_sizes == {(24, 24)}
 
 
 @pytest.mark.timeout(600)
