@@ -34,8 +34,8 @@ from effnetv2.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 LOADERS = ("torch", "ffcv")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+FASHION_MNIST_MEAN = (0.2860,)  # the defaults describe the default source
+FASHION_MNIST_STD = (0.3530,)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -80,8 +80,8 @@ class ImageDataModule(L.LightningDataModule):
         randaug_num_ops: int = 2,
         randaug_magnitude: float = 10.0,
         randaug_ops: Sequence[str] | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] = FASHION_MNIST_MEAN,
+        std: Sequence[float] = FASHION_MNIST_STD,
         on_bad_image: str = "error",
         # FFCV (.beton files)
         beton_dir: str = "data/betons",

@@ -5,6 +5,7 @@ handles (../shared/DESIGN.md section 5):
 - `import ffcv` and every `iter(Loader)` set torch's thread count; we restore it.
 - ffcv#396: `Loader()` loops forever when a compiled (numba) operation follows a plain-Python
   one. `image_pipeline` puts every compiled operation before the first Python one.
+- FFCV reuses its output buffers a few batches later; our batches are fresh tensors.
 - An exception in FFCV's loader thread leaves the training loop waiting forever; our iterator
   polls the thread and raises DataError instead.
 - The image size changes by setting the decoder's `output_size` between epochs (buffers are
@@ -54,7 +55,7 @@ try:
     from ffcv.pipeline.operation import Operation
     from ffcv.pipeline.state import State
     from ffcv.reader import Reader
-    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
+    from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToTensor
     from ffcv.writer import DatasetWriter
 except ImportError as error:
     raise DataError(f"{INSTALL_HINT} (import failed: {error})") from error
@@ -253,25 +254,6 @@ class ToNormalizedTorch(Operation):
         ), None
 
 
-class KeepChannels(Operation):
-    """Plain-Python stage: keep the first `channels` channels of an N x C x H x W tensor."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
-
-    def generate_code(self) -> Any:
-        channels = self.channels
-
-        def keep(images: torch.Tensor, _: Any) -> torch.Tensor:
-            return images[:, :channels].contiguous()
-
-        return keep
-
-    def declare_state_and_memory(self, previous_state: State) -> tuple[State, None]:
-        return replace(previous_state, jit_mode=False, shape=(self.channels, *previous_state.shape[1:])), None
-
-
 def image_pipeline(
     decoder: Operation,
     compiled: Sequence[Operation],
@@ -282,17 +264,12 @@ def image_pipeline(
 ) -> list[Operation]:
     """Order the image operations so no compiled operation follows a Python one (ffcv#396).
 
-    Without Python operations, normalisation is FFCV's compiled NormalizeImage, placed *before*
-    ToTensor; with them (RandAugment), normalisation happens in torch at the end.
+    FFCV groups a pipeline into alternating compiled / Python stages, and `Loader()` loops forever
+    when a compiled operation comes after a Python one (e.g. its NormalizeImage after ToTensor, or
+    after a Python RandAugment). So: compiled operations, then Python ones, then normalisation in
+    torch (a Python stage too). Its output is a fresh tensor; FFCV's own buffers are overwritten a
+    few batches later, which breaks anyone who keeps a batch (measured: as fast as NormalizeImage).
     """
-    if not python:
-        # The beton holds RGB: a gray data set normalises all three copies of its channel.
-        rgb_mean, rgb_std = np.resize(np.asarray(mean), 3), np.resize(np.asarray(std), 3)
-        normalize = NormalizeImage(rgb_mean * 255.0, rgb_std * 255.0, np.float32)
-        tail: list[Operation] = [ToTensor(), ToTorchImage(channels_last=False)]
-        if channels != 3:
-            tail.append(KeepChannels(channels))
-        return [decoder, *compiled, normalize, *tail]
     return [decoder, *compiled, *python, ToTensor(), ToNormalizedTorch(mean, std, channels)]
 
 
@@ -398,7 +375,7 @@ class FFCVLoader:
             while (batch := _next_batch(epoch)) is not None:
                 # The epoch thread sets the thread count when it starts; it has, once a batch exists.
                 torch.set_num_threads(threads)
-                yield batch[0], batch[1]
+                yield batch[0], batch[1].clone()  # labels live in a buffer FFCV reuses
         finally:
             epoch.close()
             _open_epochs.discard(epoch)
