@@ -16,13 +16,20 @@ from effnetv2.training.progressive import ProgressiveSchedule, scaled_size
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def load_schedule(name: str, image_size: int = 28, eval_size: int = 32) -> ProgressiveSchedule:
-    """Compose conf/schedule/<name>.yaml the way train.py does, with a stand-in data config."""
+def load_schedule(
+    name: str, image_size: int = 28, eval_size: int = 32, magnitude: float = 6, drop_rate: float = 0.3
+) -> ProgressiveSchedule:
+    """Compose conf/schedule/<name>.yaml the way train.py does, with stand-in data and model configs."""
     register_resolvers()
+    stand_ins = {
+        "data.image_size": image_size,
+        "data.eval_size": eval_size,
+        "data.randaug_magnitude": magnitude,
+        "model.drop_rate": drop_rate,
+    }
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            overrides=[f"+schedule={name}", f"+data.image_size={image_size}", f"+data.eval_size={eval_size}"]
-        )
+        overrides = [f"+schedule={name}", *(f"+{key}={value}" for key, value in stand_ins.items())]
+        cfg = compose(overrides=overrides)
     return instantiate(cfg.schedule)
 
 
@@ -108,13 +115,21 @@ def test_progressive_preset_scales_with_the_data(native, first):
     assert sizes[0] == first and sizes[-1] == native
     assert sizes == sorted(sizes)
     assert schedule.final_eval_size == native + 8
-    assert schedule.stage_values(0).randaug_magnitude < schedule.stage_values(3).randaug_magnitude
-    assert schedule.stage_values(0).dropout < schedule.stage_values(3).dropout
+
+
+def test_progressive_preset_ends_at_the_data_and_model_regularization():
+    schedule = load_schedule("progressive", magnitude=7, drop_rate=0.4)
+    first, last = schedule.stage_values(0), schedule.stage_values(3)
+    assert (first.randaug_magnitude, last.randaug_magnitude) == (0, 7)
+    assert (first.dropout, last.dropout) == pytest.approx((0.1, 0.4))
+    assert schedule.stage_values(1).randaug_magnitude == pytest.approx(7 / 3)
 
 
 def test_fixed_preset_is_one_stage_at_the_last_values():
     progressive, fixed = load_schedule("progressive", image_size=64), load_schedule("fixed", image_size=64)
     assert fixed.num_stages == 1
+    assert fixed.stage_values(0).randaug_magnitude == 6  # the data config's own magnitude
+    assert fixed.stage_values(0).dropout == pytest.approx(0.3)  # the model config's own dropout
     last = progressive.stage_values(progressive.num_stages - 1)
     for epoch in range(10):
         values = fixed.values_at_epoch(epoch, 10)
