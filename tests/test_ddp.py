@@ -133,7 +133,7 @@ def test_ddp_sigterm_to_rank_0_saves_once_and_stops_every_rank(tmp_path) -> None
     process.wait(timeout=240)
     output = log.read_text()
     assert process.returncode == 128 + signal.SIGTERM, output[-5000:]
-    assert "training stopped by SIGTERM at step 4 (epoch 1)" in output
+    assert "training stopped by SIGTERM at global step 4 (epoch 1)" in output
     steps = [read_records(probe / f"steps_rank{rank}.jsonl") for rank in (0, 1)]
     assert [r["step"] for r in steps[0]] == [r["step"] for r in steps[1]] == [1, 2, 3, 4]
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4

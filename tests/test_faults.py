@@ -193,7 +193,7 @@ def test_non_finite_loss_stops_naming_the_step_before_the_weights_change(tmp_pat
     weights = ParameterLog()
     module = TinyModule(bad_steps=(3,), bad_value=bad_value)
     trainer = tiny_trainer(tmp_path, [NonFiniteLossGuard("stop"), weights], enable_checkpointing=False)
-    with pytest.raises(NonFiniteLossError, match=r"optimizer step 3 \(epoch 0, batch 3\)") as error:
+    with pytest.raises(NonFiniteLossError, match=r"global step 3 \(epoch 0, batch 3\)") as error:
         trainer.fit(module, tiny_loader())
     assert str(bad_value) in str(error.value) and "faults.on_nan=skip" in str(error.value)
     assert trainer.global_step == 3
@@ -247,7 +247,7 @@ def test_signal_saves_a_checkpoint_at_the_step_boundary_and_stops(tmp_path, sign
     trainer = tiny_trainer(tmp_path, [CheckpointOnSignal(), SignalAtStep(signum, 2), checkpoint])
     module = TinyModule()
     with pytest.raises(
-        TrainingInterrupted, match=rf"{signal.Signals(signum).name} at step 3 .*last.ckpt"
+        TrainingInterrupted, match=rf"{signal.Signals(signum).name} at global step 3 .*last.ckpt"
     ) as error:
         trainer.fit(module, tiny_loader())
     assert error.value.exit_code == 128 + signum
@@ -347,7 +347,7 @@ def test_signal_writes_a_checkpoint_then_resume_finishes_the_same_steps_and_stag
     output = log.read_text()
     assert process.returncode == 128 + signum, output[-4000:]
     name = signal.Signals(signum).name
-    assert f"error: training stopped by {name} at step 5 (epoch 1)" in output
+    assert f"error: training stopped by {name} at global step 5 (epoch 1)" in output
     assert "Traceback" not in output
     first = read_records(probe / "steps_rank0.jsonl")
     assert [r["step"] for r in first] == [1, 2, 3, 4, 5]

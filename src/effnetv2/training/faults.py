@@ -173,15 +173,15 @@ def check_checkpoint_fits(
         classes, channels = hparams.get("num_classes", "?"), hparams.get("in_chans", "?")
         return f"{name} with {classes} classes and {channels} channels"
 
-    problems = [f"{len(mismatched)} shape mismatch(es)"] if mismatched else []
+    problems = [f"{len(mismatched)} with another shape"] if mismatched else []
     problems += [f"{len(missing)} missing"] if missing else []
     problems += [f"{len(unexpected)} unexpected"] if unexpected else []
     first = (mismatched or missing or unexpected)[0]
     raise CheckpointError(
         f"{source} does not fit this model: it was trained as {describe(saved)}, this run builds "
-        f"{describe(current)} ({', '.join(problems)} tensor(s), e.g. {first}). To resume, use the "
-        "model and data it was trained with; to start from its weights with another model or class "
-        "count, fine-tune instead of resuming."
+        f"{describe(current)} (tensors: {', '.join(problems)}, e.g. {first}). To resume, use the model "
+        "and data it was trained with; to start a new run from its weights, pass model.pretrained=<it> "
+        "instead of ckpt_path (experiment=finetune)"
     )
 
 
@@ -321,7 +321,7 @@ class CheckpointOnSignal(L.Callback):
         self.received = None
         self._restore()
         raise TrainingInterrupted(
-            f"training stopped by {signal.Signals(signum).name} {during} step {trainer.global_step} "
+            f"training stopped by {signal.Signals(signum).name} {during} global step {trainer.global_step} "
             f"(epoch {trainer.current_epoch}); checkpoint: {path}. Resume with ckpt_path={path}, or "
             "resume=auto with the same hydra.run.dir",
             signum,
@@ -371,7 +371,7 @@ class NonFiniteLossGuard(L.Callback):
             return
         loss = self._loss.float().mean().item() if self._loss is not None else float("nan")
         where = (
-            f"optimizer step {trainer.global_step} (epoch {trainer.current_epoch}, "
+            f"global step {trainer.global_step} (epoch {trainer.current_epoch}, "
             f"batch {trainer.fit_loop.epoch_loop.batch_idx})"
         )
         value = f"{loss}" if not math.isfinite(loss) else "not finite on another rank"

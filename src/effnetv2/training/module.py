@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from effnetv2.data.mixup import MixupCutmix
+from effnetv2.training.faults import check_checkpoint_fits
 from effnetv2.training.finetune import parameter_groups as finetune_parameter_groups
 from effnetv2.training.optim import lr_lambda, parameter_groups
 
@@ -191,6 +192,8 @@ class ClassificationModule(L.LightningModule):
             checkpoint["eval_size"] = int(datamodule.eval_size)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        source = self._trainer.ckpt_path if self._trainer is not None and self._trainer.ckpt_path else None
+        check_checkpoint_fits(checkpoint, self, f"ckpt_path={source}" if source else "the checkpoint")
         fitting = self._trainer is not None and self._trainer.state.fn == "fit"
         if fitting and "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"], self.mixup)
