@@ -1,0 +1,58 @@
+"""Every conf/data config composes (through conf/prepare_data.yaml) and instantiates a working DataModule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF_DIR, compose_config
+from effnetv2.data.datamodule import ImageDataModule
+from effnetv2.data.sources import FASHION_MNIST_ROOT
+
+pytest_plugins = ["fixtures_data"]
+
+SMALL = ["data.num_workers=0", "data.batch_size=8", "data.image_size=32", "data.eval_size=32"]
+
+
+def test_every_data_config_is_tested() -> None:
+    assert {path.stem for path in (CONF_DIR / "data").glob("*.yaml")} == {
+        "fashion_mnist",
+        "image_folder",
+        "csv",
+        "cifar10",
+    }
+
+
+@pytest.mark.skipif(not Path(FASHION_MNIST_ROOT).is_dir(), reason="Fashion-MNIST is not installed")
+def test_fashion_mnist_config(tmp_path: Path) -> None:
+    cfg = compose_config("prepare_data", ["data=fashion_mnist", "data.subset=100", *SMALL], tmp_path)
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, ImageDataModule) and (datamodule.in_chans, datamodule.num_classes) == (
+        1,
+        10,
+    )
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (8, 1, 32, 32) and labels.dtype == torch.int64
+    assert Path(cfg.data.beton_dir) == Path(cfg.paths.data_dir) / "betons"
+
+
+@pytest.mark.parametrize("name", ["image_folder", "cifar10", "csv"])
+def test_colour_data_configs(name: str, cifar_folder: Path, cifar_csv: Path, tmp_path: Path) -> None:
+    root = cifar_csv if name == "csv" else cifar_folder
+    extra = ["data.extension=.jpg", "data.test_csv=test.csv"] if name == "csv" else []
+    cfg = compose_config("prepare_data", [f"data={name}", f"data.root={root}", *SMALL, *extra], tmp_path)
+    datamodule = instantiate(cfg.data)
+    assert (datamodule.in_chans, datamodule.num_classes) == (3, 10)
+    images, _ = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (8, 3, 32, 32)
+    datamodule.setup("test")
+    assert len(datamodule.test_dataloader().dataset) == len(list((cifar_folder / "test").rglob("*.jpg")))
+
+
+def test_image_folder_needs_a_root(tmp_path: Path) -> None:
+    cfg = compose_config("prepare_data", ["data=image_folder"], tmp_path)
+    with pytest.raises(Exception, match="data.root"):
+        instantiate(cfg.data)
