@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -73,6 +74,16 @@ def test_freeze_backbone_rejects_negative_epochs() -> None:
         FreezeBackbone(epochs=-1)
 
 
+def test_freezing_under_ddp_is_refused() -> None:
+    module = ClassificationModule(
+        model=MODEL, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, lr_scheduler={}, num_classes=2
+    )
+    trainer = SimpleNamespace(world_size=2, optimizers=[])
+    with pytest.raises(ConfigError, match="DDP"):
+        FreezeBackbone(epochs=1).on_fit_start(trainer, module)
+    FreezeBackbone(epochs=0).on_fit_start(SimpleNamespace(world_size=2, optimizers=[]), module)
+
+
 class WeightSnapshots(L.Callback):
     """State dicts of the model before training and after each training epoch."""
 
@@ -98,6 +109,8 @@ def tiny_fit(
         source="image_folder",
         root=str(root),
         in_chans=3,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
         batch_size=4,
         num_workers=0,
         image_size=16,

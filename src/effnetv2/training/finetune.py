@@ -56,6 +56,7 @@ class FreezeBackbone(BaseFinetuning):
     BatchNorm layers stay trainable while frozen by default (`train_bn`), so their statistics adapt to
     the new data; `train_bn=False` freezes them too (their running statistics stop updating).
     Needs the backbone in the optimizer, i.e. `optimizer.backbone_lr_scale` set (experiment=finetune).
+    Not with DDP (epochs=0 there): DDP never synchronises parameters that were frozen when it started.
     """
 
     def __init__(self, epochs: int = 1, train_bn: bool = True) -> None:
@@ -73,6 +74,14 @@ class FreezeBackbone(BaseFinetuning):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
+        if self.epochs == 0:
+            return
+        if trainer.world_size > 1:
+            raise ConfigError(
+                "callbacks.freeze_backbone.epochs > 0 under DDP: DDP only synchronises the parameters that "
+                "train when it starts, so an unfrozen backbone would drift apart between processes. Set "
+                "callbacks.freeze_backbone.epochs=0 (the backbone still learns at its own learning rate)."
+            )
         optimized = {
             id(param)
             for optimizer in trainer.optimizers
