@@ -145,6 +145,35 @@ def test_ddp_sigterm_to_rank_0_saves_once_and_stops_every_rank(tmp_path) -> None
         time.sleep(0.2)
 
 
+@pytest.mark.timeout(600)
+def test_ddp_sigterm_to_every_process_with_loader_workers(tmp_path) -> None:
+    """SLURM's way: SIGTERM to every process of the job, DataLoader workers included. The workers keep
+    serving (`ignore_interrupts_in_worker`), both ranks finish the step, save once and stop."""
+    run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "ddp.log"
+    overrides = ddp_run(
+        run_dir, probe, "data.subset=80", "data.num_workers=1", "faults.checkpoint_every_n_steps=100"
+    )
+    overrides += [
+        "+callbacks.workers._target_=train_runs.WorkerSignalsWired",
+        "+callbacks.steps.pause_at_step=3",
+    ]
+    process = start_train(*overrides, log=log)
+    wait_for(probe / "paused", process, log)
+    os.killpg(process.pid, signal.SIGTERM)
+    (probe / "release").touch()
+    process.wait(timeout=240)
+    output = log.read_text()
+    assert process.returncode == 128 + signal.SIGTERM, output[-5000:]
+    assert "Traceback" not in output and "killed by signal" not in output
+    assert output.count("error: training stopped by SIGTERM at global step 4 (epoch 1)") == 2  # both ranks
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert not read_records(probe / "ckpt_writes_rank1.jsonl")
+    deadline = time.monotonic() + 60
+    while group_alive(process.pid):  # ranks and workers
+        assert time.monotonic() < deadline, "a process is still running after the ranks stopped"
+        time.sleep(0.2)
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

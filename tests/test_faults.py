@@ -353,3 +353,57 @@ def test_signal_writes_a_checkpoint_then_resume_finishes_the_same_steps_and_stag
     assert [r["step"] for r in first] == [1, 2, 3, 4, 5]
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
     resume_and_check(tmp_path, run_dir, first, saved_step=5)
+
+
+WORKER_SCRIPT = """
+import signal, sys, time
+from pathlib import Path
+import torch
+from torch.utils.data import DataLoader, Dataset
+from effnetv2.training.faults import ignore_interrupts_in_worker
+
+class Slow(Dataset):
+    def __len__(self):
+        return 40
+    def __getitem__(self, index):
+        time.sleep(0.1)
+        return torch.tensor(index)
+
+received = []
+signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))  # the main process carries on
+init = (lambda worker_id: ignore_interrupts_in_worker()) if sys.argv[2] == "ignore" else None
+batches = iter(DataLoader(Slow(), batch_size=2, num_workers=1, worker_init_fn=init, persistent_workers=True))
+next(batches)
+Path(sys.argv[1]).write_text("ready")
+while not received:
+    time.sleep(0.05)
+print("fetched", sum(1 for _ in batches), "more batches after SIGTERM", flush=True)
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("workers", ["ignore", "default"])
+def test_dataloader_workers_survive_a_process_group_sigterm(tmp_path, workers) -> None:
+    """SLURM signals every process of the job: with ignore_interrupts_in_worker the workers keep serving
+    batches while the main process finishes its step; with torch's default they die and the main process
+    fails. (The default case shows the test can fail.)"""
+    ready = tmp_path / "ready"
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, str(ready), workers],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    if workers == "ignore":
+        assert process.returncode == 0, stderr[-3000:]
+        assert "fetched 19 more batches after SIGTERM" in stdout
+    else:
+        assert process.returncode != 0 and "killed by signal: Terminated" in stderr
