@@ -18,8 +18,8 @@ Training time is measured inside each run by `EpochTimer` (added through a Hydra
 start of each train epoch to the start of its validation, so data loading counts and evaluation,
 which is the same for every schedule, does not. Wall time is the whole subprocess.
 
-    python benchmarks/progressive_vs_fixed.py            # full settings, writes the table, JSON and plot
-    python benchmarks/progressive_vs_fixed.py --quick    # plumbing check (~2 minutes)
+    python benchmarks/progressive_vs_fixed.py            # full settings: table, JSON and plot in benchmarks/
+    python benchmarks/progressive_vs_fixed.py --quick    # plumbing check (minutes), output in outputs/
 """
 
 from __future__ import annotations
@@ -150,15 +150,21 @@ def run(dataset: str, schedule: str, args: argparse.Namespace, out_dir: Path) ->
     return row
 
 
+def pixels(row: dict) -> int:
+    """Training pixels processed: the compute a schedule needs, independent of machine load."""
+    return sum(e["images"] * e["image_size"] ** 2 for e in row["epochs"])
+
+
 def table(rows: list[dict]) -> str:
-    header = ["data", "schedule", "train sizes per epoch", "train time (s)", "speed-up vs fixed"]
-    header += ["wall time (s)", "test top-1"]
+    header = ["data", "schedule", "train sizes per epoch", "pixels vs fixed", "train time (s)"]
+    header += ["speed-up vs fixed", "wall time (s)", "test top-1"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
         fixed = next(r for r in rows if r["dataset"] == row["dataset"] and r["schedule"] == "fixed")
         sizes = " ".join(str(e["image_size"]) for e in row["epochs"])
         lines.append(
-            f"| {row['dataset']} | {row['schedule']} | {sizes} | {row['train_seconds']:.0f} | "
+            f"| {row['dataset']} | {row['schedule']} | {sizes} | {pixels(row) / pixels(fixed):.2f} | "
+            f"{row['train_seconds']:.0f} | "
             f"{fixed['train_seconds'] / row['train_seconds']:.2f}x | {row['wall_seconds']:.0f} | "
             f"{100 * row['test_acc']:.2f}% |"
         )
@@ -170,6 +176,7 @@ def plot(rows: list[dict], path: Path, subtitle: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     markers = {"fixed": "s", "progressive": "o", "resize_only": "^"}
     colors = {"fashion_mnist": "tab:blue", "cifar10": "tab:orange"}
@@ -196,6 +203,7 @@ def plot(rows: list[dict], path: Path, subtitle: str) -> None:
     left.set_ylabel("test top-1 (%)")
     left.set_title("accuracy vs training time (up-left is better)")
     left.legend(fontsize=8)
+    right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     right.set_xlabel("epoch")
     right.set_ylabel("train epoch time (s)")
     right.set_title("time per epoch: image size grows per stage")
@@ -240,10 +248,10 @@ def main() -> None:
     )
     print(f"\nSettings: {settings}\n")
     print(table(rows))
-    if not args.quick:
-        RESULTS.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1))
-        plot(rows, PLOT, f"{args.image_size} px, {args.epochs} epochs, {args.subset} images")
-        print(f"results: {RESULTS}")
+    results, figure = (args.out / RESULTS.name, args.out / PLOT.name) if args.quick else (RESULTS, PLOT)
+    results.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1))
+    plot(rows, figure, f"{args.image_size} px, {args.epochs} epochs, {args.subset} images")
+    print(f"results: {results}")
 
 
 if __name__ == "__main__":
