@@ -26,12 +26,12 @@ class StopAfterEpochs(L.Callback):
 
 
 DETERMINISTIC = [
-    "data.subset=96",
+    "data.subset=64",
     "data.batch_size=16",
     "data.num_workers=0",
     "trainer.max_epochs=2",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.deterministic=true",
     "trainer.log_every_n_steps=1",
@@ -39,6 +39,15 @@ DETERMINISTIC = [
     "schedule.num_stages=2",  # the resumed epoch is a new stage (size, RandAugment, dropout change)
     "schedule.mixup_alpha=[0.2,0.4]",  # mixup draws random numbers too
 ]
+# Random augmentation runs in the DataLoader: worker processes are reseeded from torch's (restored)
+# random state at every epoch unless they persist; with num_workers=0 its stream is not checkpointed.
+NO_RANDOM_AUGMENTATION = [
+    "data.hflip=false",
+    "data.randaug_num_ops=0",
+    "data.crop_scale=[1,1]",
+    "data.crop_ratio=[1,1]",
+]
+FRESH_WORKERS = ["data.num_workers=1", "data.persistent_workers=false"]
 STOP_AFTER_FIRST_EPOCH = [f"+callbacks.stop._target_={__name__}.StopAfterEpochs", "+callbacks.stop.epochs=1"]
 TIMING = ("train/images_per_sec",)
 
@@ -67,9 +76,15 @@ def final_state(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("callbacks", ["default", "ema"])
-def test_resumed_run_ends_like_an_uninterrupted_one(compose_train, tmp_path, callbacks: str) -> None:
-    overrides = [*DETERMINISTIC, f"callbacks={callbacks}"]
+@pytest.mark.parametrize(
+    ("callbacks", "data"),
+    [("default", NO_RANDOM_AUGMENTATION), ("ema", FRESH_WORKERS)],
+    ids=["in-process-loading", "ema-augmenting-workers"],
+)
+def test_resumed_run_ends_like_an_uninterrupted_one(
+    compose_train, tmp_path, callbacks: str, data: list
+) -> None:
+    overrides = [*DETERMINISTIC, *data, f"callbacks={callbacks}"]
     full = tmp_path / "full"
     expected = train(compose_train(overrides, output_dir=full))
 
@@ -83,6 +98,8 @@ def test_resumed_run_ends_like_an_uninterrupted_one(compose_train, tmp_path, cal
     compared = sorted(k for k in expected if k not in TIMING)
     assert "val/acc" in compared and "test/acc" in compared and "train/loss_epoch" in compared
     assert {k: metrics[k] for k in compared} == {k: expected[k] for k in compared}
+    files = [sorted(p.name for p in (run / "checkpoints").iterdir()) for run in (full, resumed)]
+    assert files[0] == files[1]  # the best checkpoint's tracking survived the restart
     expected_state, state = final_state(full), final_state(resumed)
     assert expected_state.keys() == state.keys()
     for name, tensor in expected_state.items():
