@@ -335,6 +335,13 @@ def test_eval_size_is_set_for_fit_and_evaluation(tmp_path):
     assert datamodule.eval_size == 20
 
 
+def test_evaluation_without_a_datamodule_is_left_alone(tmp_path):
+    datamodule = FakeDataModule()
+    trainer = make_trainer(tmp_path, [ProgressiveLearning(three_stages())], with_validation=True)
+    trainer.validate(RecordingModule(), dataloaders=datamodule.val_dataloader())
+    assert datamodule.eval_size == 32
+
+
 def test_fast_dev_run_trains_the_first_stage(tmp_path):
     module = RecordingModule()
     make_trainer(tmp_path, [ProgressiveLearning(three_stages())], fast_dev_run=True).fit(

@@ -68,10 +68,11 @@ class ProgressiveLearning(L.Callback):
 
     # Hooks ------------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        datamodule = self._datamodule(trainer)
-        datamodule.set_eval_size(self.schedule.final_eval_size)
-        if stage != "fit":
+        if stage != "fit":  # validate / test / predict: evaluate at the schedule's eval size
+            if hasattr(trainer.datamodule, "set_eval_size"):
+                trainer.datamodule.set_eval_size(self.schedule.final_eval_size)
             return
+        self._datamodule(trainer).set_eval_size(self.schedule.final_eval_size)
         self._check_module(pl_module)
         self.applied = self._announced = None
         max_epochs = self._max_epochs(trainer)
