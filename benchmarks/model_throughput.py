@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -163,10 +164,13 @@ def main() -> None:
                 results.setdefault((cell, impl), []).append(value)
         elapsed = time.perf_counter() - started
         print(f"round {round_index + 1}/{args.rounds} done at {elapsed:.0f} s", flush=True)
+    elapsed = time.perf_counter() - started
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"\ntorch {torch.__version__}, timm {timm.__version__}, torchvision {torchvision.__version__}, "
         f"{args.threads} threads, train batch {args.train_batch}, eval batch {args.eval_batch}, "
-        f"median of {args.rounds} rounds x {args.steps} steps\n"
+        f"median of {args.rounds} rounds x {args.steps} steps, {elapsed:.0f} s, "
+        f"load average at the end {load} on {os.cpu_count()} cores\n"
     )
     print(markdown_table(cells, results))
 
