@@ -24,6 +24,7 @@ from effnetv2.errors import CheckpointError, ConfigError
 from effnetv2.training.faults import (
     AtomicCheckpointIO,
     CheckpointOnSignal,
+    LastCheckpoint,
     NonFiniteLossError,
     NonFiniteLossGuard,
     TrainingInterrupted,
@@ -177,6 +178,36 @@ def test_checkpoint_io_in_a_trainer_writes_and_resumes(tmp_path) -> None:
     module = TinyModule()
     resumed.fit(module, tiny_loader(), ckpt_path=last)
     assert module.trained_steps == list(range(BATCHES, 2 * BATCHES))
+
+
+class RecordingCheckpointIO(AtomicCheckpointIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved_steps: list[int] = []
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        self.saved_steps.append(checkpoint["global_step"])
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+
+def test_last_checkpoint_every_n_steps_every_epoch_and_at_the_end(tmp_path) -> None:
+    io = RecordingCheckpointIO()
+    last = LastCheckpoint(tmp_path / "checkpoints", every_n_steps=4)
+    trainer = tiny_trainer(tmp_path, [last], max_epochs=2, enable_checkpointing=False, plugins=[io])
+    trainer.fit(TinyModule(), tiny_loader())
+    # steps 4, 8, 12 (12 = 2 x BATCHES) and the end of each epoch (6, 12): never older than the weights
+    assert io.saved_steps == [4, 6, 8, 12, 12]
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2 * BATCHES
+    stopped = RecordingCheckpointIO()
+    trainer = tiny_trainer(
+        tmp_path,
+        [LastCheckpoint(tmp_path / "stopped", every_n_steps=4)],
+        max_steps=5,
+        enable_checkpointing=False,
+        plugins=[stopped],
+    )
+    trainer.fit(TinyModule(), tiny_loader())
+    assert stopped.saved_steps == [4, 5], "training that stops mid-epoch must still leave its final state"
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path) -> None:
@@ -407,3 +438,62 @@ def test_dataloader_workers_survive_a_process_group_sigterm(tmp_path, workers) -
         assert "fetched 19 more batches after SIGTERM" in stdout
     else:
         assert process.returncode != 0 and "killed by signal: Terminated" in stderr
+
+
+class ValidatedModule(TinyModule):
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/loss", nn.functional.cross_entropy(self.layer(x), y))
+
+
+class SignalDuringValidation(L.Callback):
+    def on_validation_start(self, trainer, pl_module):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_signal_during_validation_stops_at_the_end_of_the_epoch(tmp_path) -> None:
+    """No extra training step after the epoch's validation: last.ckpt is the end-of-epoch state."""
+    last = LastCheckpoint(tmp_path / "checkpoints", every_n_steps=None)
+    callbacks = [last, CheckpointOnSignal(), SignalDuringValidation()]
+    trainer = tiny_trainer(tmp_path, callbacks, max_epochs=3, num_sanity_val_steps=0)
+    module = ValidatedModule()
+    with pytest.raises(TrainingInterrupted, match=rf"SIGTERM at global step {BATCHES} \(epoch 0\)"):
+        trainer.fit(module, tiny_loader(), tiny_loader())
+    assert module.trained_steps == list(range(BATCHES))
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == BATCHES
+    resumed = ValidatedModule()
+    tiny_trainer(tmp_path, [], max_epochs=2).fit(resumed, tiny_loader(), tiny_loader(), ckpt_path=last.path)
+    assert resumed.trained_steps == list(range(BATCHES, 2 * BATCHES))
+
+
+@pytest.mark.parametrize(
+    ("sanity_steps", "expected"),
+    [
+        (None, "error: stopped by SIGTERM; run the same command again"),
+        (2, "error: stopped by SIGTERM; run the same command again"),
+        (1, "error: training stopped by SIGTERM at global step 1 (epoch 0); checkpoint: "),
+    ],
+    ids=["lightning_exit", "in_sanity_check", "before_training_then_first_step"],
+)
+def test_sigterm_outside_training_steps_exits_with_status_143(
+    tmp_path, capsys, sanity_steps, expected
+) -> None:
+    """Lightning stops on SIGTERM outside training steps (its sanity check stops before its last batch)
+    with SystemExit(), whose status 0 would read as success: entry points make it an error line and
+    128 + SIGTERM. A SIGTERM that Lightning saw before training began (here: during the last sanity
+    batch) is honoured after the first training step, with a checkpoint."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from effnetv2.cli import exit_on_user_error
+
+    def main() -> None:
+        if sanity_steps is None:
+            raise SIGTERMException
+        callbacks = [CheckpointOnSignal(), SignalDuringValidation()]
+        trainer = tiny_trainer(tmp_path, callbacks, max_epochs=1, num_sanity_val_steps=sanity_steps)
+        trainer.fit(ValidatedModule(), tiny_loader(), tiny_loader())
+
+    with pytest.raises(SystemExit) as stop:
+        exit_on_user_error(main)()
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert expected in capsys.readouterr().err

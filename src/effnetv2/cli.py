@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -129,5 +130,16 @@ def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
             log.error("%s", error)
             print(f"error: {error}", file=sys.stderr)
             sys.exit(getattr(error, "exit_code", 1))  # e.g. 128 + signal for a run stopped by SIGTERM
+        except SystemExit as stop:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            if not isinstance(stop, SIGTERMException):
+                raise
+            # Lightning ends its loops on SIGTERM (outside training steps) with SystemExit(): status 0,
+            # which a scheduler would take for success.
+            message = "stopped by SIGTERM; run the same command again (resume=auto continues training)"
+            log.error("%s", message)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
 
     return wrapper

@@ -203,24 +203,24 @@ class LastCheckpoint(L.Callback):
             )
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
-        self._saved_step = -1
+        self.saved_step = -1
 
     def save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
-        self._saved_step = trainer.global_step
+        self.saved_step = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step:
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self.saved_step:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)  # also when a step save just happened: this one includes the epoch's validation
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._saved_step:  # stopped inside an epoch (max_steps, should_stop)
+        if trainer.global_step != self.saved_step:  # stopped inside an epoch (max_steps, should_stop)
             self.save(trainer)
 
 
@@ -291,6 +291,8 @@ class CheckpointOnSignal(L.Callback):
         # After Lightning registered its own SIGTERM handler (Trainer._run), so ours wins during training.
         self._step_seen = trainer.global_step
         self._install()
+        if trainer.received_sigterm:  # Lightning's flag: SIGTERM before training started
+            self.received = signal.SIGTERM
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -298,30 +300,33 @@ class CheckpointOnSignal(L.Callback):
         if trainer.global_step == self._step_seen:
             return  # gradient accumulation: no optimizer step yet, nothing consistent to save
         self._step_seen = trainer.global_step
-        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
-            return
-        path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)
-        self._stop(trainer, path, during="at")
+        self._stop_if_signalled(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_if_signalled(trainer)  # a signal during the epoch's last step or its validation
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        received = self.received
+        self._stop_if_signalled(trainer)  # training is over; stop before testing all the same
         self._restore()
-        if received is not None:
-            # Arrived after the last training step (final validation): last.ckpt holds the final state.
-            self._stop(trainer, last_checkpoint_path(trainer), during="after")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore()
 
-    def _stop(self, trainer: L.Trainer, path: Path, during: str) -> None:
-        signum = self.received or signal.SIGTERM  # another rank received it
+    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+        """Save last.ckpt and raise TrainingInterrupted on every rank when any rank got a signal."""
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        path = last_checkpoint_path(trainer)
+        last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        if last is None or last.saved_step != trainer.global_step:  # not just written by LastCheckpoint
+            trainer.save_checkpoint(path, weights_only=False)
+        signum = self.received or signal.SIGTERM  # or another rank received it
         self.received = None
         self._restore()
         raise TrainingInterrupted(
-            f"training stopped by {signal.Signals(signum).name} {during} global step {trainer.global_step} "
+            f"training stopped by {signal.Signals(signum).name} at global step {trainer.global_step} "
             f"(epoch {trainer.current_epoch}); checkpoint: {path}. Resume with ckpt_path={path}, or "
             "resume=auto with the same hydra.run.dir",
             signum,
