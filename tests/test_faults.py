@@ -252,7 +252,7 @@ def test_skipping_stops_when_training_diverged(tmp_path) -> None:
     trainer = tiny_trainer(
         tmp_path, [NonFiniteLossGuard("skip", max_consecutive_skips=3)], enable_checkpointing=False
     )
-    with pytest.raises(NonFiniteLossError, match="3th skipped step in a row"):
+    with pytest.raises(NonFiniteLossError, match="3 skipped steps in a row"):
         trainer.fit(module, tiny_loader())
 
 
@@ -497,3 +497,23 @@ def test_sigterm_outside_training_steps_exits_with_status_143(
         exit_on_user_error(main)()
     assert stop.value.code == 128 + signal.SIGTERM
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_nan_loss_through_train_py(tmp_path, policy) -> None:
+    """A learning rate of 1e30 makes the second step's loss NaN: faults.on_nan from conf/train.yaml."""
+    overrides = [*TINY, "trainer.max_epochs=1", "schedule=fixed", "test=false", "optimizer.lr=1e30"]
+    overrides += [
+        f"faults.on_nan={policy}",
+        "faults.max_consecutive_nan_skips=2",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    result = run_train(*overrides)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-4000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: the training loss is nan at global step")
+    if policy == "stop":
+        assert "global step 1 (epoch 0, batch 1)" in line and "faults.on_nan=skip" in line
+    else:
+        assert "global step 2 (epoch 0, batch 2), 2 skipped steps in a row" in line

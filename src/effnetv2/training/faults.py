@@ -206,6 +206,8 @@ class LastCheckpoint(L.Callback):
         self.saved_step = -1
 
     def save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run:  # a smoke test writes no checkpoints (as Lightning's ModelCheckpoint)
+            return
         trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = trainer.global_step
 
@@ -414,9 +416,9 @@ class NonFiniteLossGuard(L.Callback):
         self._skips_in_a_row += 1
         if self._skips_in_a_row >= self.max_consecutive_skips:
             raise NonFiniteLossError(
-                f"the training loss is {value} at {where}, the {self._skips_in_a_row}th skipped step in a "
-                "row: training diverged. Lower optimizer.lr or set trainer.gradient_clip_val and resume "
-                "from the last checkpoint"
+                f"the training loss is {value} at {where}, {self._skips_in_a_row} skipped steps in a row: "
+                "training diverged. Lower optimizer.lr or set trainer.gradient_clip_val and resume from "
+                "the last checkpoint"
             )
         for group in optimizer.param_groups:
             for parameter in group["params"]:
