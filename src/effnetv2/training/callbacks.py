@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from effnetv2.errors import ConfigError
 from effnetv2.training.progressive import ProgressiveSchedule, StageValues
 
 DATAMODULE_SETTERS = ("set_image_size", "set_eval_size", "set_randaug_magnitude")
 MODULE_SETTERS = ("set_mixup_alpha", "set_dropout")
+
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def log_info(message: str) -> None:
+    """To the run's log (Hydra's file and console handlers), once per run under DDP."""
+    log.info(message)
 
 
 def first_epoch_after_restore(checkpoint: dict[str, Any]) -> int:
@@ -76,8 +85,8 @@ class ProgressiveLearning(L.Callback):
         self._check_module(pl_module)
         self.applied = self._announced = None
         max_epochs = self._max_epochs(trainer)
-        if self.print_schedule:
-            rank_zero_info(self.schedule.describe(max_epochs))
+        if self.print_schedule and not trainer.fast_dev_run:
+            log_info(self.schedule.describe(max_epochs))
         self._apply(trainer, pl_module, trainer.current_epoch)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
@@ -149,7 +158,7 @@ class ProgressiveLearning(L.Callback):
     def _announce(self) -> None:
         """Print the stage in force once (a resume applies its stage silently before fitting starts)."""
         if self.applied is not None and self.applied != self._announced:
-            rank_zero_info(
+            log_info(
                 f"Progressive learning: epoch {self._applied_epoch} trains {describe_values(self.applied)}"
             )
             self._announced = self.applied
