@@ -127,6 +127,16 @@ def test_kfold_validation_sets_partition_the_training_data(cifar_folder: Path) -
     assert len(seen) == len(set(seen)) == len(list((cifar_folder / "train").rglob("*.jpg")))
 
 
+def test_samples_are_what_the_loaders_read(cifar_folder: Path) -> None:
+    datamodule = cifar_module(cifar_folder, val_fraction=0.2)
+    val = datamodule.samples("val")
+    assert val.paths == datamodule.val_dataloader().dataset.samples.paths and len(val) == 40
+    assert len(datamodule.samples("train")) == 160 and len(datamodule.samples("test")) > 0
+    assert (
+        cifar_module(cifar_folder, val_fraction=0.0, subset=10).samples("val") is not None
+    )  # the test split
+
+
 def test_subset_and_zero_val_fraction_validate_on_test(cifar_folder: Path) -> None:
     datamodule = cifar_module(cifar_folder, subset=50, val_fraction=0.0)
     datamodule.setup("fit")

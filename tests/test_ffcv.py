@@ -212,7 +212,7 @@ def test_pipeline_order_avoids_the_ffcv_396_hang(cifar_folder: Path, beton_dir: 
     # Without the workaround Loader() never returns (the imports finished, "built" never comes):
     # proof that the test above can fail.
     for naive in ("normalize_after_to_tensor", "normalize_after_randaugment"):
-        assert run_pipeline(beton, naive, timeout=60) == "hang: imported\n"
+        assert run_pipeline(beton, naive, timeout=45) == "hang: imported\n"
 
 
 class FailingOp(ffcv_loader.Operation):

@@ -294,6 +294,21 @@ class ImageDataModule(L.LightningDataModule):
             log.info("validation: none (data.val_fraction=0 and no labeled test split)")
         return plan
 
+    def samples(self, role: str) -> SampleSet | None:
+        """The samples a loader of `role` ("train", "val", "test") reads, as the source lists them
+        (files or in-memory images, with labels), in loader order for val/test; None without such data.
+
+        With the ffcv loader the indices point into the .beton, which matches the source listing
+        unless prepare_data skipped undecodable images.
+        """
+        if role not in self._roles:
+            self.setup("fit" if role in ("train", "val") else "test")
+        if role not in self._roles:
+            return None
+        split, indices = self._roles[role]
+        samples = self._split(split)
+        return samples.subset(indices) if samples is not None else None
+
     # Lightning hooks --------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
