@@ -7,6 +7,8 @@
 - `LastCheckpoint` keeps last.ckpt current (every N steps, every epoch, at the end).
 - `CheckpointOnSignal` turns SIGTERM (cluster pre-emption, `scancel`, torchrun) and SIGINT (Ctrl-C)
   into a checkpoint at the next optimizer-step boundary, then stops with a line saying how to resume.
+- `ignore_interrupts_in_worker` (for a DataLoader's worker_init_fn) keeps workers alive when a signal
+  reaches the whole job, so the training process can finish its step and save.
 - `NonFiniteLossGuard` stops with a message naming the step when the loss is NaN or inf, or skips
   that optimizer step (`faults.on_nan: stop | skip`).
 - `check_checkpoint_fits` turns "a checkpoint of another variant or class count" into one clear error.
