@@ -153,10 +153,7 @@ def test_ddp_sigterm_to_every_process_with_loader_workers(tmp_path) -> None:
     overrides = ddp_run(
         run_dir, probe, "data.subset=80", "data.num_workers=1", "faults.checkpoint_every_n_steps=100"
     )
-    overrides += [
-        "+callbacks.workers._target_=train_runs.WorkerSignalsWired",
-        "+callbacks.steps.pause_at_step=3",
-    ]
+    overrides += ["+callbacks.steps.pause_at_step=3"]
     process = start_train(*overrides, log=log)
     wait_for(probe / "paused", process, log)
     os.killpg(process.pid, signal.SIGTERM)

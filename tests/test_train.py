@@ -16,7 +16,12 @@ from effnetv2.training.pipeline import train
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(
-        [sys.executable, "src/train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "src/train.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -31,7 +36,9 @@ def test_fast_dev_run_of_the_default_config(compose_train, tmp_path) -> None:
 @pytest.mark.timeout(300)
 def test_tiny_training_writes_checkpoints_metrics_and_class_map(compose_train, tmp_path) -> None:
     out = tmp_path / "run"
-    metrics = train(compose_train(TINY_TRAINING, output_dir=out))
+    metrics = train(
+        compose_train([*TINY_TRAINING, "trainer.max_epochs=2", "schedule.num_stages=2"], output_dir=out)
+    )
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((out / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
     class_map = json.loads((out / "class_map.json").read_text())

@@ -217,23 +217,3 @@ class ShardRecorder(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             _append(self._file(trainer, "val"), {"epoch": trainer.current_epoch, **self._val})
-
-
-class WorkerSignalsWired(L.Callback):
-    """Makes the torch loader's workers call `ignore_interrupts_in_worker`, as SLURM-style signals to the
-    whole process group need, for runs whose data module does not call it itself yet."""
-
-    def __init__(self) -> None:
-        import effnetv2.data.torch_loader as torch_loader
-        from effnetv2.training.faults import ignore_interrupts_in_worker
-
-        original = torch_loader.worker_init
-        if getattr(original, "ignores_interrupts", False):
-            return
-
-        def worker_init(worker_id: int) -> None:
-            original(worker_id)
-            ignore_interrupts_in_worker()
-
-        worker_init.ignores_interrupts = True  # type: ignore[attr-defined]
-        torch_loader.worker_init = worker_init

@@ -25,6 +25,7 @@ from effnetv2.data.decode import convert_channels, read_image
 from effnetv2.data.sources import SampleSet
 from effnetv2.data.transforms import EvalTransform, TrainTransform
 from effnetv2.errors import DataError
+from effnetv2.training.faults import ignore_interrupts_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
     info = get_worker_info()
     info.dataset.reseed(info.seed % 2**32)
+    ignore_interrupts_in_worker()
 
 
 def make_loader(
