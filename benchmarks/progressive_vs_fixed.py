@@ -16,7 +16,12 @@ far below full-data numbers and one run each carries noise of about +-1%.
 
 Training time is measured inside each run by `EpochTimer` (added through a Hydra override): from the
 start of each train epoch to the start of its validation, so data loading counts and evaluation,
-which is the same for every schedule, does not. Wall time is the whole subprocess.
+which is the same for every schedule, does not. It is measured twice: wall-clock seconds, and CPU
+seconds of the training process (all its threads). Other processes on the machine stretch the
+first but hardly the second, so on a shared machine the CPU seconds are the fairer comparison; the
+loader runs in the training process (`--num-workers 0`) so that augmentation counts in them too.
+"pixels vs fixed" is the training pixels a schedule processes relative to `fixed`: the compute it
+needs, independent of the machine. Wall time is the whole subprocess (start-up, evaluation, test).
 
     python benchmarks/progressive_vs_fixed.py            # full settings: table, JSON and plot in benchmarks/
     python benchmarks/progressive_vs_fixed.py --quick    # plumbing check (minutes), output in outputs/
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -55,7 +61,7 @@ class EpochTimer(L.Callback):
         self._size = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._images = time.perf_counter(), 0
+        self._start, self._cpu_start, self._images = time.perf_counter(), time.process_time(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._images += batch[0].shape[0]
@@ -69,6 +75,7 @@ class EpochTimer(L.Callback):
             {
                 "epoch": trainer.current_epoch,
                 "seconds": seconds,
+                "cpu_seconds": time.process_time() - self._cpu_start,
                 "images": self._images,
                 "image_size": self._size,
             }
@@ -124,11 +131,13 @@ def run(dataset: str, schedule: str, args: argparse.Namespace, out_dir: Path) ->
         "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")]),
     }
     print(f"[{dataset} / {schedule}] python src/train.py {' '.join(overrides)}", flush=True)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         [sys.executable, "src/train.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True
     )
     wall = time.perf_counter() - start
+    cpu_end = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_end.ru_utime + cpu_end.ru_stime - cpu_start.ru_utime - cpu_start.ru_stime
     if result.returncode != 0:
         raise RuntimeError(f"{dataset}/{schedule} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -137,13 +146,16 @@ def run(dataset: str, schedule: str, args: argparse.Namespace, out_dir: Path) ->
         "dataset": dataset,
         "schedule": schedule,
         "wall_seconds": wall,
+        "cpu_seconds": cpu,
         "train_seconds": sum(e["seconds"] for e in epochs),
+        "train_cpu_seconds": sum(e["cpu_seconds"] for e in epochs),
         "epochs": epochs,
         "test_acc": metrics["test/acc"],
         "val_acc": metrics.get("val/acc"),
     }
     print(
-        f"  train {row['train_seconds']:.0f} s, wall {wall:.0f} s, test acc {row['test_acc']:.4f}, "
+        f"  train {row['train_seconds']:.0f} s ({row['train_cpu_seconds']:.0f} CPU s), wall {wall:.0f} s, "
+        f"test acc {row['test_acc']:.4f}, "
         f"sizes {[e['image_size'] for e in epochs]}",
         flush=True,
     )
@@ -156,18 +168,24 @@ def pixels(row: dict) -> int:
 
 
 def table(rows: list[dict]) -> str:
-    header = ["data", "schedule", "train sizes per epoch", "pixels vs fixed", "train time (s)"]
-    header += ["speed-up vs fixed", "wall time (s)", "test top-1"]
+    header = ["data", "schedule", "train sizes per epoch", "pixels vs fixed", "train CPU s", "speed-up (CPU)"]
+    header += ["train wall s", "speed-up (wall)", "run wall s", "test top-1"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
         fixed = next(r for r in rows if r["dataset"] == row["dataset"] and r["schedule"] == "fixed")
-        sizes = " ".join(str(e["image_size"]) for e in row["epochs"])
-        lines.append(
-            f"| {row['dataset']} | {row['schedule']} | {sizes} | {pixels(row) / pixels(fixed):.2f} | "
-            f"{row['train_seconds']:.0f} | "
-            f"{fixed['train_seconds'] / row['train_seconds']:.2f}x | {row['wall_seconds']:.0f} | "
-            f"{100 * row['test_acc']:.2f}% |"
-        )
+        cells = [
+            row["dataset"],
+            row["schedule"],
+            " ".join(str(e["image_size"]) for e in row["epochs"]),
+            f"{pixels(row) / pixels(fixed):.2f}",
+            f"{row['train_cpu_seconds']:.0f}",
+            f"{fixed['train_cpu_seconds'] / row['train_cpu_seconds']:.2f}x",
+            f"{row['train_seconds']:.0f}",
+            f"{fixed['train_seconds'] / row['train_seconds']:.2f}x",
+            f"{row['wall_seconds']:.0f}",
+            f"{100 * row['test_acc']:.2f}%",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -184,14 +202,14 @@ def plot(rows: list[dict], path: Path, subtitle: str) -> None:
     for row in rows:
         color = colors.get(row["dataset"], "tab:gray")
         left.scatter(
-            row["train_seconds"],
+            row["train_cpu_seconds"],
             100 * row["test_acc"],
             marker=markers[row["schedule"]],
             color=color,
             s=70,
             label=f"{row['dataset']} {row['schedule']}",
         )
-        seconds = [e["seconds"] for e in row["epochs"]]
+        seconds = [e["cpu_seconds"] for e in row["epochs"]]
         right.plot(
             range(len(seconds)),
             seconds,
@@ -199,14 +217,14 @@ def plot(rows: list[dict], path: Path, subtitle: str) -> None:
             color=color,
             label=f"{row['dataset']} {row['schedule']}",
         )
-    left.set_xlabel("training time (s)")
+    left.set_xlabel("training CPU time (s)")
     left.set_ylabel("test top-1 (%)")
-    left.set_title("accuracy vs training time (up-left is better)")
+    left.set_title("accuracy vs training CPU time (up-left is better)")
     left.legend(fontsize=8)
     right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     right.set_xlabel("epoch")
-    right.set_ylabel("train epoch time (s)")
-    right.set_title("time per epoch: image size grows per stage")
+    right.set_ylabel("train epoch CPU time (s)")
+    right.set_title("CPU time per epoch: image size grows per stage")
     right.legend(fontsize=8)
     figure.suptitle(f"EfficientNetV2-B0: fixed vs progressive vs resize-only ({subtitle})")
     figure.tight_layout()
@@ -224,7 +242,7 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=4000, help="training images drawn (stratified)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=0, help="0: augmentation counts in CPU seconds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
