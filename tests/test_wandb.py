@@ -10,12 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAINING
 from effnetv2.errors import ConfigError
-from effnetv2.training.loggers import prepare_logger_configs, resolve_wandb_mode, wandb_run_config
+from effnetv2.training.loggers import (
+    finish_wandb,
+    prepare_logger_configs,
+    resolve_wandb_mode,
+    wandb_run_config,
+)
+from effnetv2.training.pipeline import build_module
 
 # The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of chunks, each with
 # a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last), each record a protobuf.
@@ -172,3 +181,34 @@ def test_multirun_jobs_are_separate_named_and_grouped_offline_runs(tmp_path) -> 
         missing = [key for key in LOGGED_KEYS if key not in logged]
         assert not missing, f"{run['name']}: not logged: {missing}"
     assert seen == expected
+
+
+@pytest.mark.timeout(300)
+def test_online_runs_log_the_best_checkpoint_as_a_model_artifact(
+    compose_train, no_credentials, tmp_path
+) -> None:
+    """The online code path (`log_model: true`), recorded into a local run instead of uploaded: W&B's
+    offline mode stores the artifact records that an online run would send."""
+    no_credentials.setenv("WANDB_API_KEY", "x" * 40)
+    cfg = compose_train([*TINY_TRAINING, "schedule=fixed", "trainer.max_epochs=2", "logger=wandb"])
+    online = prepare_logger_configs(cfg.logger).wandb
+    assert online.mode == "online" and online.log_model is True
+    settings = {k: v for k, v in online.items() if k not in ("_target_", "mode", "save_dir")}
+    logger = WandbLogger(**settings, mode="offline", save_dir=str(tmp_path))  # recorded, not uploaded
+    datamodule = instantiate(cfg.data)
+    checkpoint = instantiate(cfg.callbacks.model_checkpoint, dirpath=str(tmp_path / "checkpoints"))
+    assert isinstance(checkpoint, ModelCheckpoint)
+    trainer = instantiate(cfg.trainer, callbacks=[checkpoint], logger=logger, enable_progress_bar=False)
+    try:
+        trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
+    finally:
+        finish_wandb()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    (wandb_file,) = run_dir.glob("run-*.wandb")
+    records = read_wandb_records(wandb_file)
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    models = [a for a in artifacts if a.type == "model"]
+    assert models, f"no model artifact logged: {[r.WhichOneof('record_type') for r in records]}"
+    best = [a for a in models if "best" in a.aliases]
+    assert len(best) == 1
+    assert Path(checkpoint.best_model_path).name in best[0].metadata
