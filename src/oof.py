@@ -1,7 +1,7 @@
 """Join the out-of-fold predictions of a K-fold multirun into a CV score and one OOF file.
 
 python src/train.py -m experiment=finetune data.num_folds=5 data.fold=0,1,2,3,4 ...
-python src/oof.py run_dir=outputs/finetune/multiruns/<time>
+python src/oof.py run_dir=outputs/train/multiruns/<time>
 """
 
 from effnetv2.cli import exit_on_user_error, set_environment_defaults

@@ -2,7 +2,7 @@
 Kaggle submission CSV.
 
     python src/predict.py checkpoints=[run/checkpoints/last.ckpt] input.folder=data/test
-    python src/predict.py 'checkpoints=[outputs/finetune/multiruns/<time>/*/checkpoints/epoch*.ckpt]' \
+    python src/predict.py 'checkpoints=[outputs/train/multiruns/<time>/*/checkpoints/epoch*.ckpt]' \
         input.csv=comp/sample_submission.csv input.image_dir=comp/test tta.hflip=true 'tta.sizes=[224,256]'
 """
 

@@ -26,11 +26,11 @@ from effnetv2.inference.oof import collect_out_of_fold, cv_scores
 from effnetv2.inference.predictor import predict_probabilities
 from effnetv2.inference.submission import write_submission
 from effnetv2.models import create_model
-from effnetv2.training.finetune import FreezeBackbone, backbone_modules, parameter_groups
+from effnetv2.training.finetune import FreezeBackbone, NewHead, backbone_modules, parameter_groups
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import train
 
-pytest_plugins = ["fixtures_data"]
+pytest_plugins = ["fixtures_data", "fixtures_inference"]
 
 MODEL = {"_target_": "effnetv2.models.create_model", "name": "v2_b0"}
 FINETUNE_CLASSES = ("dog", "frog", "horse")
@@ -82,6 +82,44 @@ def test_freezing_under_ddp_is_refused() -> None:
     with pytest.raises(ConfigError, match="DDP"):
         FreezeBackbone(epochs=1).on_fit_start(trainer, module)
     FreezeBackbone(epochs=0).on_fit_start(SimpleNamespace(world_size=2, optimizers=[]), module)
+
+
+@pytest.mark.parametrize(
+    ("pretrained_classes", "classes", "kept"),
+    [
+        (("cat", "dog", "frog"), ("cat", "dog", "frog"), True),  # same classes: continue with their head
+        (("cat", "dog", "frog"), ("ship", "truck", "horse"), False),  # same count, other classes
+        (("cat", "dog", "frog"), ("ship", "truck"), False),  # other count: re-initialised, then zeroed
+    ],
+)
+def test_new_head_starts_at_zero_only_for_other_classes(
+    make_checkpoint, pretrained_classes, classes, kept
+) -> None:
+    pretrained = make_checkpoint("-".join(pretrained_classes), class_names=pretrained_classes)
+    module = ClassificationModule(
+        model={**MODEL, "pretrained": str(pretrained)},
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3},
+        lr_scheduler={},
+        num_classes=len(classes),
+        class_names=list(classes),
+    )
+    before = module.model.classifier.weight.detach().clone()
+    NewHead().setup(None, module, stage="fit")
+    head = module.model.classifier
+    if kept:
+        loaded = torch.load(pretrained, weights_only=True)["state_dict"]["model.classifier.weight"]
+        assert torch.equal(head.weight, before) and torch.equal(head.weight, loaded)
+    else:
+        assert not head.weight.any() and not head.bias.any()
+
+
+def test_new_head_leaves_models_without_pretrained_weights_alone() -> None:
+    module = ClassificationModule(
+        model=MODEL, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, lr_scheduler={}, num_classes=3
+    )
+    before = module.model.classifier.weight.detach().clone()
+    NewHead().setup(None, module, stage="fit")
+    assert torch.equal(module.model.classifier.weight, before) and before.any()
 
 
 class WeightSnapshots(L.Callback):
@@ -167,6 +205,7 @@ def test_finetune_experiment_composes_the_transfer_recipe(compose_train, tmp_pat
     assert cfg.optimizer.weight_decay == 0.0 and cfg.optimizer.backbone_lr_scale < 1
     assert cfg.lr_scheduler.name == "cosine"
     assert cfg.callbacks.freeze_backbone.epochs >= 1
+    assert cfg.callbacks.new_head._target_.endswith("NewHead")
     assert cfg.callbacks.val_predictions.path == str(tmp_path / "run" / "val_predictions.csv")
 
 

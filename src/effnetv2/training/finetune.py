@@ -12,15 +12,18 @@ its state in checkpoints) only switches `requires_grad`: optimizers skip paramet
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.optim import Optimizer
 
 from effnetv2.errors import ConfigError
+from effnetv2.models.weights import detect_layout, module_name_map, read_weights_file
 
 HEAD_MODULES = ("classifier",)
 
@@ -109,3 +112,49 @@ class FreezeBackbone(BaseFinetuning):
         if self._frozen:
             for optimizer in trainer.optimizers:
                 self.finetune_function(pl_module, trainer.current_epoch, optimizer)
+
+
+def pretrained_head(path: str, model: nn.Module) -> tuple[bool, list[str] | None]:
+    """(whether the weights file holds a classifier of the model's shape, the class names it records).
+
+    Only checkpoints of src/train.py record class names; timm / torchvision files give None.
+    """
+    state = read_weights_file(path)
+    layout, prefix = detect_layout(state)
+    weight = state.get(f"{prefix}{module_name_map(model, layout)['classifier']}.weight")
+    fits = weight is not None and weight.shape == model.classifier.weight.shape
+    names = None
+    if Path(path).suffix == ".ckpt":
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        names = checkpoint.get("hyper_parameters", {}).get("class_names")
+    return fits, names
+
+
+class NewHead(L.Callback):
+    """Fine-tuning on other classes starts from a zero classifier (as BiT does).
+
+    Loading keeps a checkpoint's classifier whenever its shape fits, so a model pre-trained on 5 other
+    classes would start fine-tuning on 5 new ones with a head that confidently maps them to the old
+    classes. And the model's own initialisation, uniform(+-1/sqrt(num_classes)), is the official one
+    for 1000 classes from scratch: with few classes on pre-trained features it gives large logits that
+    a short fine-tuning cannot undo. A zero head starts every class at equal probability.
+
+    The head is kept when the weights file's classifier is for the same classes: same class names
+    (checkpoints of src/train.py), or same shape where the file records no names (timm, torchvision).
+    Applied when fitting starts, so a resumed run gets its trained head back from its checkpoint.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pretrained = pl_module.hparams.model.get("pretrained")
+        if stage != "fit" or not pretrained:
+            return
+        fits, names = pretrained_head(pretrained, pl_module.model)
+        if fits and (names is None or names == pl_module.hparams.class_names):
+            rank_zero_info(f"NewHead: the classifier of {pretrained} is for these classes: kept")
+            return
+        with torch.no_grad():
+            pl_module.model.classifier.weight.zero_()
+            pl_module.model.classifier.bias.zero_()
+        rank_zero_info(
+            f"NewHead: new classes ({', '.join(pl_module.hparams.class_names)}): the classifier starts at 0"
+        )
