@@ -42,7 +42,7 @@ def test_tiny_training_writes_checkpoints_metrics_and_class_map(compose_train, t
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((out / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
     class_map = json.loads((out / "class_map.json").read_text())
-    assert len(class_map) == 10
+    assert len(class_map["class_names"]) == 10
     rows = (out / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     for key in ("train/loss", "val/acc", "val/acc_top5", "test/acc", "train/image_size", "progressive/stage"):
