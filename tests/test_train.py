@@ -45,7 +45,14 @@ def test_tiny_training_writes_checkpoints_metrics_and_class_map(compose_train, t
     assert len(class_map["class_names"]) == 10
     rows = (out / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    for key in ("train/loss", "val/acc", "val/acc_top5", "test/acc", "train/image_size", "progressive/stage"):
+    for key in (
+        "train/loss_epoch",
+        "val/acc",
+        "val/acc_top5",
+        "test/acc",
+        "train/image_size",
+        "progressive/stage",
+    ):
         assert key in header, f"{key} not logged"
 
 
