@@ -1,8 +1,8 @@
 """Train EfficientNetV2, then test the best checkpoint.
 
-    python src/train.py                                   # default: v2_b0, progressive, Fashion-MNIST
-    python src/train.py model=v2_m schedule=progressive   # any model x schedule x data x logger
-    python src/train.py --help                            # config groups and their options
+python src/train.py                                   # default: v2_b0, progressive, Fashion-MNIST
+python src/train.py model=v2_m schedule=progressive   # any model x schedule x data x logger
+python src/train.py --help                            # config groups and their options
 """
 
 from effnetv2.cli import exit_on_user_error, set_environment_defaults
