@@ -1,8 +1,9 @@
 """Images/sec of our EfficientNetV2 vs timm and torchvision (issue 3 benchmark).
 
 Training step (forward + backward + AdamW step) and eval forward, float32, contiguous and
-channels_last, for V2-S and V2-B0. Every implementation uses symmetric padding (timm's B0 exists only
-as a `tf_` port, so it is built with pad_type="" to compare like with like). Measurements are
+channels_last, for V2-S and V2-B0. All implementations run the same network: symmetric padding (timm's
+B0 exists only as a `tf_` port, so it is built with pad_type=""), classifier dropout 0.2 and
+stochastic depth 0.2 (timm defaults to none of either, which would skip work the others do). Measurements are
 interleaved: each round visits every cell and rotates the order of the implementations, and the table
 reports the median over rounds, so load from other processes hits all implementations alike.
 
@@ -34,16 +35,19 @@ from effnetv2.models import create_model
 
 NUM_CLASSES = 1000
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+TIMM_REGULARISATION = {"drop_rate": 0.2, "drop_path_rate": 0.2}  # ours and torchvision's defaults
 # model -> implementation -> builder (random init, no download)
 PEERS: dict[str, dict[str, Callable[[], nn.Module]]] = {
     "v2_s": {
         "ours": lambda: create_model("v2_s"),
-        "timm": lambda: timm.create_model("efficientnetv2_s", pretrained=False),
+        "timm": lambda: timm.create_model("efficientnetv2_s", pretrained=False, **TIMM_REGULARISATION),
         "torchvision": lambda: torchvision.models.efficientnet_v2_s(weights=None),
     },
     "v2_b0": {
         "ours": lambda: create_model("v2_b0"),
-        "timm": lambda: timm.create_model("tf_efficientnetv2_b0", pretrained=False, pad_type=""),
+        "timm": lambda: timm.create_model(
+            "tf_efficientnetv2_b0", pretrained=False, pad_type="", **TIMM_REGULARISATION
+        ),
     },
 }
 IMPLEMENTATIONS = ("ours", "timm", "torchvision")
