@@ -19,7 +19,9 @@ start of each train epoch to the start of its validation, so data loading counts
 which is the same for every schedule, does not. It is measured twice: wall-clock seconds, and CPU
 seconds of the training process (all its threads). Other processes on the machine stretch the
 first but hardly the second, so on a shared machine the CPU seconds are the fairer comparison; the
-loader runs in the training process (`--num-workers 0`) so that augmentation counts in them too.
+loader runs in the training process (`--num-workers 0`) so that augmentation counts in them too,
+and torch uses one thread (`--threads 1`): waiting OpenMP threads spin, so with two threads on a
+busy machine the CPU seconds of one epoch grew 5x here.
 "pixels vs fixed" is the training pixels a schedule processes relative to `fixed`: the compute it
 needs, independent of the machine. Wall time is the whole subprocess (start-up, evaluation, test).
 
@@ -45,8 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
 SCHEDULES = ("fixed", "progressive", "resize_only")
-RESULTS = ROOT / "benchmarks" / "progressive_vs_fixed.json"
-PLOT = ROOT / "benchmarks" / "progressive_vs_fixed.png"
 
 
 class EpochTimer(L.Callback):
@@ -243,11 +243,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0, help="0: augmentation counts in CPU seconds")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads; >1 makes CPU seconds unreliable under load"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--test-batches", type=int, default=None, help="test batches to use (default: the whole test set)"
     )
+    parser.add_argument("--name", default="progressive_vs_fixed", help="names the JSON, plot and run folders")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "progressive_vs_fixed")
     args = parser.parse_args()
     if args.quick:
@@ -257,7 +260,8 @@ def main() -> None:
     datasets = [d for d in args.datasets if d != "cifar10" or cifar10_ready()]
     if "cifar10" in args.datasets and "cifar10" not in datasets:
         print(f"CIFAR-10 skipped: {CIFAR_ARCHIVE} not found")
-    rows = [run(dataset, schedule, args, args.out) for dataset in datasets for schedule in SCHEDULES]
+    out = args.out / args.name
+    rows = [run(dataset, schedule, args, out) for dataset in datasets for schedule in SCHEDULES]
 
     settings = (
         f"v2_b0, {args.image_size} px, {args.subset} training images (stratified subset, 10% of them for "
@@ -266,7 +270,8 @@ def main() -> None:
     )
     print(f"\nSettings: {settings}\n")
     print(table(rows))
-    results, figure = (args.out / RESULTS.name, args.out / PLOT.name) if args.quick else (RESULTS, PLOT)
+    folder = out if args.quick else ROOT / "benchmarks"
+    results, figure = folder / f"{args.name}.json", folder / f"{args.name}.png"
     results.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1))
     plot(rows, figure, f"{args.image_size} px, {args.epochs} epochs, {args.subset} images")
     print(f"results: {results}")
