@@ -218,6 +218,21 @@ def test_reset_classifier_changes_only_the_classifier() -> None:
     torch.testing.assert_close(model.stem.conv.weight, stem)
 
 
+def test_classifier_init_zero_starts_every_class_equal_and_uniform_is_official() -> None:
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    zero = create_model("v2_b0", num_classes=10, classifier_init="zero").eval()
+    logits = zero(images)
+    torch.testing.assert_close(logits, torch.zeros_like(logits))
+    zero.reset_classifier(4)  # fine-tuning keeps the model's rule
+    assert not zero.classifier.weight.any()
+    uniform = create_model("v2_b0", num_classes=10)
+    bound = 1 / 10**0.5
+    assert uniform.classifier.weight.abs().max() <= bound and uniform.classifier.weight.std() > bound / 3
+    with pytest.raises(ConfigError, match="classifier_init"):
+        create_model("v2_b0", classifier_init="normal")
+
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_channels_last_output_equals_contiguous(mode: str) -> None:
     torch.manual_seed(0)

@@ -108,11 +108,11 @@ def test_official_rule_never_trains_at_the_base_size():
 
 
 # Generic presets scaled to the data ------------------------------------------------------------------
-@pytest.mark.parametrize(("native", "first"), [(28, 16), (32, 16), (64, 32), (96, 48), (224, 112)])
+@pytest.mark.parametrize(("native", "first"), [(20, 20), (28, 24), (32, 24), (64, 32), (96, 48), (224, 112)])
 def test_progressive_preset_scales_with_the_data(native, first):
     schedule = load_schedule("progressive", image_size=native, eval_size=native + 8)
     sizes = [schedule.stage_size(i) for i in range(schedule.num_stages)]
-    assert sizes[0] == first and sizes[-1] == native
+    assert sizes[0] == first and sizes[-1] == native  # half the native size, at least 24 px
     assert sizes == sorted(sizes)
     assert schedule.final_eval_size == native + 8
 
@@ -213,6 +213,9 @@ def test_scaled_size_resolver_rounds_to_the_multiple():
     assert scaled_size(300, 0.6) == 184  # 180 = 22.5 * 8 -> 23 * 8
     assert scaled_size(64, 0.6, 8) == 40  # 38.4 -> 40
     assert scaled_size(10, 0.1, 4) == 4  # never below the multiple
+    assert scaled_size(32, 0.5, 4, 24) == 24  # the floor wins over 16
+    assert scaled_size(64, 0.5, 4, 24) == 32  # the floor does not bind
+    assert scaled_size(20, 0.5, 4, 24) == 20  # never above the size itself
 
 
 @pytest.mark.parametrize(

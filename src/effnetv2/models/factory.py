@@ -22,6 +22,7 @@ DEFAULT_OVERRIDES: dict[str, Any] = {
     "bn_eps": 1e-3,
     "bn_momentum": 0.1,
     "padding": "symmetric",
+    "classifier_init": "uniform",
 }
 
 
@@ -54,7 +55,8 @@ def create_model(
 
     overrides: in_chans, drop_rate (classifier dropout; default the variant's official value),
     drop_path_rate (stochastic depth, default 0.2), bn_eps, bn_momentum (PyTorch convention),
-    padding ("symmetric" or TF "same"). `pretrained` accepts our own, timm and torchvision weights
+    padding ("symmetric" or TF "same"), classifier_init ("uniform", the official rule, or "zero").
+    `pretrained` accepts our own, timm and torchvision weights
     (see `effnetv2.models.weights`).
     """
     variant = get_variant(name)
@@ -72,6 +74,7 @@ def create_model(
         drop_rate=drop_rate,
         drop_path_rate=options["drop_path_rate"],
         settings=_settings(options),
+        classifier_init=options["classifier_init"],
     )
     if pretrained is not None:
         load_pretrained(model, pretrained)

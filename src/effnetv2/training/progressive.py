@@ -46,10 +46,12 @@ def round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
 
 
-def scaled_size(size: int, factor: float, multiple: int = 8) -> int:
-    """`size * factor` rounded to a multiple: the OmegaConf resolver `${scaled_size:...}` behind
-    `conf/schedule/progressive.yaml`, which derives the first stage's size from the data's native size."""
-    return round_to_multiple(float(size) * float(factor), int(multiple))
+def scaled_size(size: int, factor: float, multiple: int = 8, minimum: int = 0) -> int:
+    """`size * factor` rounded to a multiple, at least `minimum` (but never above `size`): the
+    OmegaConf resolver `${scaled_size:...}` behind `conf/schedule/progressive.yaml`, which derives the
+    first stage's size from the data's native size."""
+    scaled = max(round_to_multiple(float(size) * float(factor), int(multiple)), int(minimum))
+    return min(scaled, int(size))
 
 
 def _pair(name: str, value: Any, optional: bool = False) -> tuple[float, float] | None:
