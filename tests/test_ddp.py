@@ -28,6 +28,7 @@ def ddp_run(run_dir: Path, probe_dir: Path, *overrides: str) -> list[str]:
         *TINY,
         "trainer=ddp_cpu",
         f"trainer.max_epochs={MAX_EPOCHS}",
+        "schedule.image_size=[16,40]",  # four distinct sizes in multiples of 8: a new stage every epoch
         f"trainer.limit_train_batches={TRAIN_BATCHES}",
         "trainer.limit_val_batches=1",
         f"data.batch_size={BATCH_SIZE}",

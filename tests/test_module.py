@@ -236,6 +236,7 @@ LARGE = ("v2_l", "v2_xl")  # 118M / 208M parameters: minutes on two cores even a
 def test_fast_dev_run_of_every_model(compose_train, tmp_path, model: str) -> None:
     """Every variant builds, trains one step, validates and tests (16 px, batch 2: large ones too)."""
     out = tmp_path / "run"
-    metrics = train(compose_train([*FAST, f"model={model}", "schedule=progressive"], output_dir=out))
+    overrides = [*FAST, f"model={model}", "schedule=progressive", "schedule.image_size=[16,32]"]
+    metrics = train(compose_train(overrides, output_dir=out))
     assert metrics["train/image_size"] == 16
     assert json.loads((out / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])

@@ -17,7 +17,12 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def load_schedule(
-    name: str, image_size: int = 28, eval_size: int = 32, magnitude: float = 6, drop_rate: float = 0.3
+    name: str,
+    image_size: int = 28,
+    eval_size: int = 32,
+    magnitude: float = 6,
+    drop_rate: float = 0.3,
+    drop_path_rate: float = 0.2,
 ) -> ProgressiveSchedule:
     """Compose conf/schedule/<name>.yaml the way train.py does, with stand-in data and model configs."""
     register_resolvers()
@@ -26,6 +31,7 @@ def load_schedule(
         "data.eval_size": eval_size,
         "data.randaug_magnitude": magnitude,
         "model.drop_rate": drop_rate,
+        "model.drop_path_rate": drop_path_rate,
     }
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         overrides = [f"+schedule={name}", *(f"+{key}={value}" for key, value in stand_ins.items())]
@@ -122,6 +128,7 @@ def test_progressive_preset_ends_at_the_data_and_model_regularization():
     first, last = schedule.stage_values(0), schedule.stage_values(3)
     assert (first.randaug_magnitude, last.randaug_magnitude) == (0, 7)
     assert (first.dropout, last.dropout) == pytest.approx((0.1, 0.4))
+    assert (first.drop_path_rate, last.drop_path_rate) == pytest.approx((0.0, 0.2))  # the model's value
     assert schedule.stage_values(1).randaug_magnitude == pytest.approx(7 / 3)
 
 
@@ -206,6 +213,14 @@ def test_sizes_between_the_ends_are_rounded_to_the_multiple():
     assert sizes == [30, 48, 64, 72, 90]  # 45 -> 48, 60 -> 64, 75 -> 72
     exact = make(image_size=[30, 90], size_multiple=1, num_stages=5)
     assert [exact.stage_size(i) for i in range(5)] == [30, 45, 60, 75, 90]
+
+
+def test_rounded_stage_sizes_stay_between_the_ends():
+    """Ends that are not multiples: rounding 20 -> 24 px made stages larger than the last (fixed bug)."""
+    sizes = [make(image_size=[20, 20], size_multiple=8).stage_size(i) for i in range(4)]
+    assert sizes == [20, 20, 20, 20]
+    sizes = [make(image_size=[21, 27], size_multiple=8).stage_size(i) for i in range(4)]
+    assert sizes == sorted(sizes) and 21 <= min(sizes) and max(sizes) <= 27
 
 
 def test_scaled_size_resolver_rounds_to_the_multiple():

@@ -171,7 +171,8 @@ class ProgressiveSchedule:
             return first
         if fraction == 1.0:
             return last
-        return round_to_multiple(first + (last - first) * fraction, self.size_multiple)
+        rounded = round_to_multiple(first + (last - first) * fraction, self.size_multiple)
+        return min(max(rounded, min(first, last)), max(first, last))  # rounding never leaves [first, last]
 
     def stage_values(self, stage: int) -> StageValues:
         self._check_stage(stage)
