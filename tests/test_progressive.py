@@ -220,7 +220,7 @@ def test_rounded_stage_sizes_stay_between_the_ends():
     sizes = [make(image_size=[20, 20], size_multiple=8).stage_size(i) for i in range(4)]
     assert sizes == [20, 20, 20, 20]
     sizes = [make(image_size=[21, 27], size_multiple=8).stage_size(i) for i in range(4)]
-    assert sizes == sorted(sizes) and 21 <= min(sizes) and max(sizes) <= 27
+    assert sizes == sorted(sizes) and min(sizes) >= 21 and max(sizes) <= 27
 
 
 def test_scaled_size_resolver_rounds_to_the_multiple():

@@ -31,7 +31,7 @@ TINY = [
     "callbacks.progress_bar=null",
     "callbacks.stage_report=null",
     "torch_threads=1",
-    "model.classifier_init=uniform",  # as in conftest.TINY_TRAINING: a few steps barely move a zero classifier
+    "model.classifier_init=uniform",  # as conftest.TINY_TRAINING: 3 steps barely move a zero classifier
 ]
 
 

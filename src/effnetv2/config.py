@@ -9,7 +9,8 @@ from effnetv2.training.progressive import scaled_size
 
 
 def register_resolvers() -> None:
-    """`${scaled_size:SIZE,FACTOR[,MULTIPLE[,MINIMUM]]}`: SIZE * FACTOR rounded to a multiple of MULTIPLE
-    (default 8), at least MINIMUM, at most SIZE, e.g. the first stage of conf/schedule/progressive.yaml from the data's native size."""
+    """`${scaled_size:SIZE,FACTOR[,MULTIPLE[,MINIMUM]]}`: SIZE * FACTOR rounded to a multiple of
+    MULTIPLE (default 8), at least MINIMUM, at most SIZE, e.g. the first stage of
+    conf/schedule/progressive.yaml from the data's native size."""
     if not OmegaConf.has_resolver("scaled_size"):
         OmegaConf.register_new_resolver("scaled_size", scaled_size)
