@@ -291,7 +291,7 @@ def main() -> None:
     print(table(rows))
     folder = out if args.quick else ROOT / "benchmarks"
     results, figure = folder / f"{args.name}.json", folder / f"{args.name}.png"
-    results.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1))
+    results.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1) + "\n")
     plot(rows, figure, f"{args.image_size} px, {args.epochs} epochs, {args.subset} images")
     print(f"results: {results}")
 

@@ -182,8 +182,11 @@ randaugment = RandAugmentOp(RandAugment(2, 5.0), 1)
 pipeline = {pipeline}
 loader = Loader(sys.argv[1], batch_size=8, num_workers=1, pipelines={{"image": pipeline}})
 print("built", flush=True)
-images, labels = next(iter(loader))
+epoch = iter(loader)
+images, labels = next(epoch)
 print("batch", tuple(images.shape), flush=True)
+epoch.close()  # an epoch thread alive at exit aborts the interpreter (our Loader wrapper does this too)
+epoch.join(10)
 """
 
 
