@@ -135,9 +135,9 @@ class NewHead(L.Callback):
 
     Loading keeps a checkpoint's classifier whenever its shape fits, so a model pre-trained on 5 other
     classes would start fine-tuning on 5 new ones with a head that confidently maps them to the old
-    classes. And the model's own initialisation, uniform(+-1/sqrt(num_classes)), is the official one
-    for 1000 classes from scratch: with few classes on pre-trained features it gives large logits that
-    a short fine-tuning cannot undo. A zero head starts every class at equal probability.
+    classes. And with `model.classifier_init=uniform` (the official rule, for 1000 classes from
+    scratch) few classes on pre-trained features start at large logits that a short fine-tuning
+    cannot undo. A zero head starts every class at equal probability, whatever the model's rule.
 
     The head is kept when the weights file's classifier is for the same classes: same class names
     (checkpoints of src/train.py), or same shape where the file records no names (timm, torchvision).
