@@ -114,11 +114,11 @@ def test_official_rule_never_trains_at_the_base_size():
 
 
 # Generic presets scaled to the data ------------------------------------------------------------------
-@pytest.mark.parametrize(("native", "first"), [(20, 20), (28, 24), (32, 24), (64, 32), (96, 48), (224, 112)])
+@pytest.mark.parametrize(("native", "first"), [(20, 20), (28, 28), (32, 32), (48, 32), (64, 32), (96, 48), (224, 112)])
 def test_progressive_preset_scales_with_the_data(native, first):
     schedule = load_schedule("progressive", image_size=native, eval_size=native + 8)
     sizes = [schedule.stage_size(i) for i in range(schedule.num_stages)]
-    assert sizes[0] == first and sizes[-1] == native  # half the native size, at least 24 px
+    assert sizes[0] == first and sizes[-1] == native  # half the native size, at least 32 px
     assert sizes == sorted(sizes)
     assert schedule.final_eval_size == native + 8
 
@@ -276,6 +276,13 @@ def test_describe_lists_every_stage_with_its_epochs():
     assert "cutmix_alpha" in lines[1]
     assert lines[2].split()[:3] == ["0", "0-2", "16"]
     assert lines[5].split()[:3] == ["3", "8-9", "64"]
+
+
+def test_describe_says_when_only_the_regularization_grows():
+    assert "image size fixed" not in make().describe(10).splitlines()[0]
+    title = make(image_size=[32, 32]).describe(5).splitlines()[0]
+    assert title.endswith("image size fixed at 32 px, only the regularization grows")
+    assert "image size fixed" not in make(num_stages=1, image_size=[32, 32]).describe(5)
 
 
 def test_to_dict_round_trips():

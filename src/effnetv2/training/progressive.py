@@ -232,4 +232,7 @@ class ProgressiveSchedule:
             f"{self.interpolation} interpolation, regularization {regularization}, "
             f"eval size {self.final_eval_size}"
         )
+        if self.num_stages > 1 and rows[0].image_size == rows[-1].image_size:
+            # e.g. `progressive` on 32 px data: its 32 px floor leaves only the regularization to grow
+            title += f"; image size fixed at {rows[0].image_size} px, only the regularization grows"
         return "\n".join([title, *lines])
