@@ -114,7 +114,9 @@ def test_official_rule_never_trains_at_the_base_size():
 
 
 # Generic presets scaled to the data ------------------------------------------------------------------
-@pytest.mark.parametrize(("native", "first"), [(20, 20), (28, 28), (32, 32), (48, 32), (64, 32), (96, 48), (224, 112)])
+@pytest.mark.parametrize(
+    ("native", "first"), [(20, 20), (28, 28), (32, 32), (48, 32), (64, 32), (96, 48), (224, 112)]
+)
 def test_progressive_preset_scales_with_the_data(native, first):
     schedule = load_schedule("progressive", image_size=native, eval_size=native + 8)
     sizes = [schedule.stage_size(i) for i in range(schedule.num_stages)]
