@@ -217,6 +217,16 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
     assert str(missing) in str(error.value)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not_torch"])
+def test_unreadable_weights_file_is_named_with_the_fix(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "weights.pth"
+    torch.save(create_model("v2_b0").state_dict(), path)
+    path.write_bytes(path.read_bytes()[:5000] if damage == "truncated" else b"plain text, not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read .*pretrained=null") as error:
+        create_model("v2_b0", pretrained=path)
+    assert str(path) in str(error.value)
+
+
 class RunsCodeWhenUnpickled:
     """A pickle payload that would create a file if anything unpickled it."""
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +20,7 @@ from safetensors.torch import load_file as load_safetensors
 from effnetv2.errors import CheckpointError
 from effnetv2.models.blocks import FusedMBConv
 from effnetv2.models.efficientnetv2 import Block, EfficientNetV2
+from effnetv2.safe_load import load_without_code
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +62,12 @@ def read_weights_file(path: str | os.PathLike[str]) -> StateDict:
             f"unsupported weights file type {suffix!r}: {path}; "
             f"use one of {', '.join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,))}"
         )
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if unsupported is None:
-            raise CheckpointError(f"cannot read {path}: not a valid torch checkpoint") from err
-        raise CheckpointError(
-            f"refused to load {path}: it holds a Python object ({unsupported.group(1)}) besides tensors, "
-            "and unpickling it could run code. Re-save just the weights: "
-            "torch.save(model.state_dict(), path) or a .safetensors file."
-        ) from err
-    except Exception as err:
-        raise CheckpointError(f"cannot read {path}: {err}") from err
+    content = load_without_code(
+        path,
+        "cpu",
+        if_refused="Re-save just the weights: torch.save(model.state_dict(), path) or a .safetensors file.",
+        if_unreadable="pass another weights file or pretrained=null",
+    )
     return _tensors_of(content, path)
 
 

@@ -21,12 +21,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pickle
-import re
 import signal
 import threading
 import uuid
-import zipfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -38,6 +35,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from effnetv2.errors import CheckpointError, ConfigError, EffNetV2Error
+from effnetv2.safe_load import load_without_code
 
 NAN_POLICIES = ("stop", "skip")
 INTERRUPT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -104,22 +102,13 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"checkpoint not found: {path}; pass the path of an existing .ckpt file "
             "(runs keep them in <run folder>/checkpoints/)"
         )
-    try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if unsupported is None:
-            raise CheckpointError(f"cannot read {path}: not a valid torch checkpoint ({err})") from err
-        raise CheckpointError(
-            f"refused to load {path}: it holds a Python object ({unsupported.group(1)}) besides tensors and "
-            "plain values, and unpickling it could run code. Use checkpoints written by this project, or "
-            "re-save just the weights (torch.save(model.state_dict(), path) or a .safetensors file)."
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(
-            f"cannot read {path}: truncated or not a torch checkpoint ({err}); "
-            "resume from another one (e.g. the epoch checkpoint next to it)"
-        ) from err
+    content = load_without_code(
+        path,
+        map_location,
+        if_refused="Use checkpoints written by this project, or re-save just the weights "
+        "(torch.save(model.state_dict(), path) or a .safetensors file).",
+        if_unreadable="resume from another one (e.g. the epoch checkpoint next to it)",
+    )
     if not isinstance(content, dict):
         raise CheckpointError(f"{path} is not a training checkpoint (holds a {type(content).__name__})")
     return content
