@@ -24,6 +24,7 @@ from effnetv2.training.callbacks import ProgressiveLearning
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import build_module, train
 from effnetv2.training.progressive import ProgressiveSchedule
+from effnetv2.training.reporting import StageReport
 
 pytest_plugins = ["fixtures_data"]
 torch.set_num_threads(1)
@@ -308,10 +309,15 @@ def test_progressive_metrics_are_logged_every_epoch(tmp_path):
 
 
 def test_stage_changes_and_the_schedule_are_printed(tmp_path, caplog):
+    report = StageReport(dirpath=str(tmp_path / "images"))
     with caplog.at_level(logging.INFO):
-        make_trainer(tmp_path, [ProgressiveLearning(three_stages())]).fit(
+        make_trainer(tmp_path, [ProgressiveLearning(three_stages()), report]).fit(
             RecordingModule(), datamodule=FakeDataModule()
         )
+    # each stage's values once (the image report used to repeat them), then its saved batch
+    assert sum("image size 8, RandAugment 1" in r.getMessage() for r in caplog.records) == 1
+    saved = [r.getMessage() for r in caplog.records if "first training batch" in r.getMessage()]
+    assert len(saved) == 3 and saved[1].endswith(str(tmp_path / "images" / "stage1_epoch002.png"))
     changes = [r.getMessage() for r in caplog.records if "Progressive learning: epoch" in r.getMessage()]
     assert changes == [
         "Progressive learning: epoch 0 trains stage 0: image size 8, RandAugment 1, mixup 0, dropout 0.1",

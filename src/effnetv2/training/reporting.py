@@ -121,10 +121,12 @@ class StageReport(L.Callback):
             return
         images = batch[0][: self.max_images]
         caption = describe_stage(values, num_stages, images.shape[-1])
-        log.info("Stage change at epoch %d, step %d: %s", trainer.current_epoch, trainer.global_step, caption)
         grid = make_grid(denormalize(images, trainer.datamodule), nrow=8, padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / f"stage{stage}_epoch{trainer.current_epoch:03d}.png")
+        path = self.dirpath / f"stage{stage}_epoch{trainer.current_epoch:03d}.png"
+        save_image(grid, path)
+        # the stage's values are announced by ProgressiveLearning; this line says what its batches show
+        log.info("Stage %d: first training batch (%d px) saved as %s", stage, images.shape[-1], path)
         step = trainer.global_step
         for logger in trainer.loggers:
             logger.log_metrics({"progressive/transition": float(stage)}, step=step)
