@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -26,11 +28,15 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.timeout(300)
-def test_fast_dev_run_of_the_default_config(compose_train, tmp_path) -> None:
+def test_fast_dev_run_of_the_default_config(compose_train, tmp_path, capsys, caplog) -> None:
     cfg = compose_train(["debug=fast", "callbacks.progress_bar=null"])
-    metrics = train(cfg)
+    with caplog.at_level(logging.INFO):
+        metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert "train/loss" in metrics
+    printed = capsys.readouterr().out + caplog.text
+    flops = re.search(r"Total FLOPs: (\S+)", printed)  # Lightning's summary; 0 without an example input
+    assert flops is not None and flops.group(1) != "0", printed[-3000:]
 
 
 @pytest.mark.timeout(300)

@@ -88,6 +88,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
+    # Lightning's model summary measures FLOPs and shapes on this input (without it, "FLOPs 0")
+    size = datamodule.image_size
+    module.example_input_array = torch.zeros(1, datamodule.in_chans, size, size)
     if rank_zero_only.rank == 0:
         log.info(format_summary(model_summary(module.model, datamodule.image_size)))
         datamodule.save_class_map(output_dir / "class_map.json")
