@@ -92,7 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     size = datamodule.image_size
     module.example_input_array = torch.zeros(1, datamodule.in_chans, size, size)
     if rank_zero_only.rank == 0:
-        log.info(format_summary(model_summary(module.model, datamodule.image_size)))
+        log.info(format_summary(model_summary(module.model, size)))
         datamodule.save_class_map(output_dir / "class_map.json")
     else:  # DDP: rank 0 alone writes the run folder and the info log; other ranks report warnings only
         logging.getLogger("effnetv2").setLevel(logging.WARNING)
