@@ -1,40 +1,40 @@
-"""Progressive learning vs fixed-size training vs progressive resizing alone (issue 5 benchmark).
+"""Progressive learning vs fixed-size training vs progressive resizing alone, several seeds.
 
-The paper's claims in miniature: progressive learning trains faster (1.4x on ResNet-50, 2.1-2.2x on
-larger networks) at equal or better accuracy, and adaptive regularization beats resizing alone. Each
-run is the real product, `python src/train.py` in a subprocess, with the same model (v2_b0), epochs,
-data, seed and machine; only `schedule=` changes:
+The paper's claim in miniature: progressive learning reaches the accuracy of fixed-size training in
+less training time, and adaptive regularization beats resizing alone. Each run is the real product,
+`python src/train.py` in a subprocess, with the same model (v2_b0), epochs, data, split and machine;
+only `schedule=` and the training seed change:
 
 - `fixed`: every epoch at the last size with the full regularization (one stage);
 - `progressive`: 4 stages from half the size with weak regularization to the full size and strength;
 - `resize_only`: the same sizes, regularization at full strength throughout (the paper's ablation).
 
-Images are upsampled to 64 px (Fashion-MNIST 28 px, CIFAR-10 32 px): on a CPU, per-image cost stops
-falling below ~32 px, so a speed-up can only show where training is compute-bound. To fit ~25 minutes
-on 2 cores the runs train on a stratified subset (`data.subset`) for a few epochs; accuracies are
-far below full-data numbers and one run each carries noise of about +-1%.
+The headline experiment trains on CIFAR-10 JPEGs (a stratified subset; 10% of it validates, the
+10,000 test images score) upsampled to 64 px: on a CPU the per-image cost stops falling below ~32 px,
+so a speed-up only shows where training is compute-bound. Recipes are compared on validation; the
+test split only scores.
 
 Training time is measured inside each run by `EpochTimer` (added through a Hydra override): from the
-start of each train epoch to the start of its validation, so data loading counts and evaluation,
-which is the same for every schedule, does not. It is measured twice: wall-clock seconds, and CPU
-seconds of the training process (all its threads). Other processes on the machine stretch the
-first but hardly the second, so on a shared machine the CPU seconds are the fairer comparison; the
-loader runs in the training process (`--num-workers 0`) so that augmentation counts in them too,
-and torch uses one thread (`--threads 1`): waiting OpenMP threads spin, so with two threads on a
-busy machine the CPU seconds of one epoch grew 5x here.
-"pixels vs fixed" is the training pixels a schedule processes relative to `fixed`: the compute it
-needs, independent of the machine. Wall time is the whole subprocess (start-up, evaluation, test).
+start of each train epoch to the start of its validation, so data loading counts and evaluation does
+not. `train_seconds` is the training process's CPU seconds over those spans (all its threads): other
+processes on a shared machine stretch wall time but hardly CPU time. The loader runs in the training
+process (`--num-workers 0`) so augmentation counts too, and torch uses one thread (`--threads 1`):
+waiting OpenMP threads spin, so with two threads on a busy machine CPU seconds are not comparable.
+Each run's `curve` pairs the cumulative training CPU seconds after each epoch with that epoch's
+validation top-1 (at the evaluation size), which gives time-to-accuracy.
 
-    python benchmarks/progressive_vs_fixed.py            # full settings: table, JSON and plot in benchmarks/
-    python benchmarks/progressive_vs_fixed.py --jobs 2   # both data sets at once, one core each
+    python benchmarks/progressive_vs_fixed.py --jobs 2   # headline: JSON, markdown table, plot in benchmarks/
+    python benchmarks/progressive_vs_fixed.py --report   # rebuild JSON, table and plot from the run folders
     python benchmarks/progressive_vs_fixed.py --quick    # plumbing check (minutes), output in outputs/
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -45,11 +45,10 @@ from pathlib import Path
 import lightning as L
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
+CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 SCHEDULES = ("fixed", "progressive", "resize_only")
-# Pinned so that the recorded table (docs/progressive.md) does not move when the default run's
-# recipe is retuned: the last RandAugment magnitude per data set and one warm-up epoch.
+# Pinned so that the recorded table does not move when the default run's recipe is retuned: the last
+# RandAugment magnitude per data set and one warm-up epoch.
 RANDAUG_MAGNITUDE = {"fashion_mnist": 3, "cifar10": 5}
 WARMUP_EPOCHS = 1
 
@@ -95,155 +94,218 @@ class EpochTimer(L.Callback):
         self._stop(trainer)  # epochs without validation
 
 
-def cifar10_ready() -> bool:
-    """CIFAR-10 JPEGs in data/cifar10, extracted from ../shared/data on first use."""
+def prepare_cifar10(archive: Path) -> bool:
+    """CIFAR-10 JPEGs in data/cifar10, extracted from `archive` on first use."""
     if (ROOT / "data" / "cifar10" / "train").is_dir():
         return True
-    if not CIFAR_ARCHIVE.is_file():
+    if not archive.is_file():
         return False
-    print(f"extracting {CIFAR_ARCHIVE} to data/ ...", flush=True)
-    with tarfile.open(CIFAR_ARCHIVE) as archive:
-        archive.extractall(ROOT / "data", filter="data")
+    print(f"extracting {archive} to data/ ...", flush=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(ROOT / "data", filter="data")
     return True
 
 
-def run(dataset: str, schedule: str, args: argparse.Namespace, out_dir: Path) -> dict:
-    run_dir = out_dir / dataset / schedule
-    timer_file = run_dir / "epoch_times.json"
-    overrides = [
+def overrides(schedule: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
+    return [
         "model=v2_b0",
-        f"data={dataset}",
+        f"data={args.dataset}",
         f"schedule={schedule}",
         f"data.image_size={args.image_size}",
         f"data.eval_size={args.image_size}",
         f"data.subset={args.subset}",
         f"data.batch_size={args.batch_size}",
-        f"data.randaug_magnitude={RANDAUG_MAGNITUDE[dataset]}",
+        f"data.randaug_magnitude={RANDAUG_MAGNITUDE[args.dataset]}",
         f"lr_scheduler.warmup_epochs={WARMUP_EPOCHS}",
         f"data.num_workers={args.num_workers}",
         f"trainer.max_epochs={args.epochs}",
         f"trainer.limit_test_batches={args.test_batches or 1.0}",
         f"torch_threads={args.threads}",
-        f"seed={args.seed}",
+        f"seed={seed}",
         "logger=csv",
         "callbacks.progress_bar=null",
         f"hydra.run.dir={run_dir}",
         "+callbacks.epoch_timer._target_=progressive_vs_fixed.EpochTimer",
-        f"+callbacks.epoch_timer.path={timer_file}",
+        f"+callbacks.epoch_timer.path={run_dir / 'epoch_times.json'}",
     ]
+
+
+def train(schedule: str, seed: int, args: argparse.Namespace, run_dir: Path) -> None:
+    """One `src/train.py` run in a subprocess; its folder keeps everything `record` reads."""
+    if (run_dir / "metrics.json").is_file() and not args.rerun:
+        print(f"[{schedule} seed {seed}] kept: {run_dir}", flush=True)
+        return
+    command = overrides(schedule, seed, args, run_dir)
     env = {
         **os.environ,
         "NO_ALBUMENTATIONS_UPDATE": "1",
         "WANDB_MODE": "offline",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")]),
     }
-    print(f"[{dataset} / {schedule}] python src/train.py {' '.join(overrides)}", flush=True)
+    print(f"[{schedule} seed {seed}] python src/train.py {' '.join(command)}", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = run_dir / "stdout.log"
     start = time.perf_counter()
     with log_file.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "src/train.py", *overrides],
+            [sys.executable, "src/train.py", *command],
             cwd=ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        # wait4 gives this child's own CPU time, also while other datasets run beside it (--jobs)
-        _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    cpu = usage.ru_utime + usage.ru_stime
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own CPU time, also beside others
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{dataset}/{schedule} failed, see {log_file}:\n{log_file.read_text()[-3000:]}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    epochs = json.loads(timer_file.read_text())
-    row = {
-        "dataset": dataset,
-        "schedule": schedule,
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
-        "train_seconds": sum(e["seconds"] for e in epochs),
-        "train_cpu_seconds": sum(e["cpu_seconds"] for e in epochs),
-        "epochs": epochs,
-        "test_acc": metrics["test/acc"],
-        "val_acc": metrics.get("val/acc"),
-    }
-    print(
-        f"  train {row['train_seconds']:.0f} s ({row['train_cpu_seconds']:.0f} CPU s), wall {wall:.0f} s, "
-        f"test acc {row['test_acc']:.4f}, "
-        f"sizes {[e['image_size'] for e in epochs]}",
-        flush=True,
+        raise RuntimeError(f"{schedule}/{seed} failed, see {log_file}:\n{log_file.read_text()[-3000:]}")
+    (run_dir / "process.json").write_text(
+        json.dumps(
+            {"wall_seconds": time.perf_counter() - start, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+        )
     )
-    return row
 
 
-def pixels(row: dict) -> int:
-    """Training pixels processed: the compute a schedule needs, independent of machine load."""
-    return sum(e["images"] * e["image_size"] ** 2 for e in row["epochs"])
+def validation_per_epoch(run_dir: Path) -> dict[int, float]:
+    """`val/acc` per epoch from the run's CSV log."""
+    accuracies = {}
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        for row in csv.DictReader(file):
+            if row.get("val/acc"):
+                accuracies[int(row["epoch"])] = float(row["val/acc"])
+    return accuracies
 
 
-def table(rows: list[dict]) -> str:
-    header = ["data", "schedule", "train sizes per epoch", "pixels vs fixed", "train CPU s", "speed-up (CPU)"]
-    header += ["train wall s", "speed-up (wall)", "run wall s", "test top-1"]
+def record(schedule: str, seed: int, run_dir: Path) -> dict:
+    """One run as the JSON keeps it: accuracies, training CPU seconds and the time-to-accuracy curve."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    epochs = json.loads((run_dir / "epoch_times.json").read_text())
+    process = json.loads((run_dir / "process.json").read_text())
+    val = validation_per_epoch(run_dir)
+    curve, spent = [], 0.0
+    for epoch in epochs:
+        spent += epoch["cpu_seconds"]
+        epoch["val_acc"] = val.get(epoch["epoch"])
+        curve.append([round(spent, 2), epoch["val_acc"]])
+    return {
+        "schedule": schedule,
+        "seed": seed,
+        "test_acc": metrics["test/acc"],
+        "best_val_acc": max(val.values()),
+        "train_seconds": round(spent, 2),
+        "train_wall_seconds": round(sum(e["seconds"] for e in epochs), 2),
+        "run_wall_seconds": round(process["wall_seconds"], 2),
+        "curve": curve,
+        "epochs": epochs,
+    }
+
+
+def accuracy_at(curve: list[list[float]], budget: float) -> float:
+    """Validation top-1 of the last epoch that ended within `budget` training seconds (0 if none)."""
+    reached = [acc for seconds, acc in curve if seconds <= budget * (1 + 1e-9)]
+    return reached[-1] if reached else 0.0
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per schedule: mean and range of test top-1 and training seconds, validation top-1 at the budget
+    of the cheapest schedule, and the verdicts of the claim (the issue's targets)."""
+    by = {
+        s: [r for r in runs if r["schedule"] == s] for s in SCHEDULES if any(r["schedule"] == s for r in runs)
+    }
+    budget = min(statistics.mean(r["train_seconds"] for r in group) for group in by.values())
+    schedules = {}
+    for name, group in by.items():
+        tests = [r["test_acc"] for r in group]
+        schedules[name] = {
+            "seeds": [r["seed"] for r in group],
+            "test_acc_mean": statistics.mean(tests),
+            "test_acc_min": min(tests),
+            "test_acc_max": max(tests),
+            "train_seconds_mean": statistics.mean(r["train_seconds"] for r in group),
+            "final_val_acc_mean": statistics.mean(r["curve"][-1][1] for r in group),
+            "val_acc_at_budget_mean": statistics.mean(accuracy_at(r["curve"], budget) for r in group),
+        }
+    summary: dict = {"budget_seconds": budget, "schedules": schedules}
+    if {"fixed", "progressive"} <= by.keys():
+        fixed, progressive = schedules["fixed"], schedules["progressive"]
+        spread = max(s["test_acc_max"] - s["test_acc_min"] for s in (fixed, progressive))
+        gap = progressive["test_acc_mean"] - fixed["test_acc_mean"]
+        summary["progressive_minus_fixed"] = gap
+        summary["seed_spread"] = spread
+        summary["time_ratio"] = progressive["train_seconds_mean"] / fixed["train_seconds_mean"]
+        summary["progressive_at_least_fixed"] = gap >= 0
+        summary["progressive_within_spread"] = gap >= 0 or -gap < spread
+        summary["progressive_time_at_most_0_8"] = summary["time_ratio"] <= 0.8
+    if {"progressive", "resize_only"} <= by.keys():
+        summary["adaptive_minus_resize_only"] = (
+            schedules["progressive"]["test_acc_mean"] - schedules["resize_only"]["test_acc_mean"]
+        )
+    return summary
+
+
+def table(summary: dict) -> str:
+    """The README table: one row per schedule, figures from the JSON's summary."""
+    header = ["schedule", "seeds", "test top-1 mean (min-max)", "train CPU s", "vs fixed"]
+    header += ["val top-1 at end", "val top-1 at the budget"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for row in rows:
-        fixed = next(r for r in rows if r["dataset"] == row["dataset"] and r["schedule"] == "fixed")
+    fixed = summary["schedules"].get("fixed")
+    for name, s in summary["schedules"].items():
+        ratio = f"{s['train_seconds_mean'] / fixed['train_seconds_mean']:.2f}x" if fixed else "-"
         cells = [
-            row["dataset"],
-            row["schedule"],
-            " ".join(str(e["image_size"]) for e in row["epochs"]),
-            f"{pixels(row) / pixels(fixed):.2f}",
-            f"{row['train_cpu_seconds']:.0f}",
-            f"{fixed['train_cpu_seconds'] / row['train_cpu_seconds']:.2f}x",
-            f"{row['train_seconds']:.0f}",
-            f"{fixed['train_seconds'] / row['train_seconds']:.2f}x",
-            f"{row['wall_seconds']:.0f}",
-            f"{100 * row['test_acc']:.2f}%",
+            f"`{name}`",
+            str(len(s["seeds"])),
+            f"{100 * s['test_acc_mean']:.2f}% ({100 * s['test_acc_min']:.2f}-{100 * s['test_acc_max']:.2f})",
+            f"{s['train_seconds_mean']:.0f}",
+            ratio,
+            f"{100 * s['final_val_acc_mean']:.2f}%",
+            f"{100 * s['val_acc_at_budget_mean']:.2f}%",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        f"\nBudget: {summary['budget_seconds']:.0f} training CPU seconds (the cheapest schedule's mean)."
+    )
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, subtitle: str) -> None:
+def plot(runs: list[dict], path: Path, subtitle: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
+    colors = {"fixed": "tab:gray", "progressive": "tab:red", "resize_only": "tab:blue"}
     markers = {"fixed": "s", "progressive": "o", "resize_only": "^"}
-    colors = {"fashion_mnist": "tab:blue", "cifar10": "tab:orange"}
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for row in rows:
-        color = colors.get(row["dataset"], "tab:gray")
-        left.scatter(
-            row["train_cpu_seconds"],
-            100 * row["test_acc"],
-            marker=markers[row["schedule"]],
-            color=color,
-            s=70,
-            label=f"{row['dataset']} {row['schedule']}",
-        )
-        seconds = [e["cpu_seconds"] for e in row["epochs"]]
-        right.plot(
-            range(len(seconds)),
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for run in runs:
+        seconds = [point[0] for point in run["curve"]]
+        accuracy = [100 * point[1] for point in run["curve"]]
+        name = run["schedule"]
+        left.plot(
             seconds,
-            marker=markers[row["schedule"]],
-            color=color,
-            label=f"{row['dataset']} {row['schedule']}",
+            accuracy,
+            color=colors[name],
+            marker=markers[name],
+            markersize=3,
+            linewidth=1,
+            label=f"{name} seed {run['seed']}",
         )
-    left.set_xlabel("training CPU time (s)")
-    left.set_ylabel("test top-1 (%)")
-    left.set_title("accuracy vs training CPU time (up-left is better)")
-    left.legend(fontsize=8)
-    right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    right.set_xlabel("epoch")
-    right.set_ylabel("train epoch CPU time (s)")
-    right.set_title("CPU time per epoch: image size grows per stage")
-    right.legend(fontsize=8)
+        right.scatter(
+            run["train_seconds"],
+            100 * run["test_acc"],
+            color=colors[name],
+            marker=markers[name],
+            s=60,
+            label=f"{name} seed {run['seed']}",
+        )
+    left.set_xlabel("training CPU seconds")
+    left.set_ylabel("validation top-1 (%) at the eval size")
+    left.set_title("time to accuracy (every epoch of every run)")
+    left.legend(fontsize=7)
+    right.set_xlabel("training CPU seconds")
+    right.set_ylabel("test top-1 (%)")
+    right.set_title("final test top-1 vs training time (up-left is better)")
+    right.legend(fontsize=7)
     figure.suptitle(f"EfficientNetV2-B0: fixed vs progressive vs resize-only ({subtitle})")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     print(f"plot: {path}")
 
 
@@ -253,54 +315,61 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the plumbing only")
     parser.add_argument(
-        "--datasets", nargs="+", default=["fashion_mnist", "cifar10"], choices=list(RANDAUG_MAGNITUDE)
+        "--report", action="store_true", help="only rebuild JSON, table and plot from run folders"
     )
+    parser.add_argument(
+        "--rerun", action="store_true", help="train again even where a run folder has results"
+    )
+    parser.add_argument("--dataset", default="cifar10", choices=list(RANDAUG_MAGNITUDE))
+    parser.add_argument("--cifar-archive", type=Path, default=CIFAR_ARCHIVE, help="cifar10-jpeg.tar.gz")
+    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--subset", type=int, default=4000, help="training images drawn (stratified)")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--subset", type=int, default=11200, help="images drawn (stratified); 10%% validate")
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0, help="0: augmentation counts in CPU seconds")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads; >1 makes CPU seconds unreliable under load"
-    )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="data sets trained at once (each with --threads threads); 2 on 2 cores",
+        "--threads", type=int, default=1, help="torch threads; >1 makes CPU seconds unreliable"
     )
     parser.add_argument(
-        "--test-batches", type=int, default=None, help="test batches to use (default: the whole test set)"
+        "--jobs", type=int, default=1, help="runs at once (each --threads threads); 2 on 2 cores"
     )
-    parser.add_argument("--name", default="progressive_vs_fixed", help="names the JSON, plot and run folders")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "progressive_vs_fixed")
+    parser.add_argument("--test-batches", type=int, default=None, help="test batches (default: all)")
+    parser.add_argument(
+        "--name", default="progressive_vs_fixed", help="names the JSON, table, plot, run folders"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     args = parser.parse_args()
     if args.quick:
-        args.datasets, args.image_size, args.subset, args.epochs = ["fashion_mnist"], 32, 400, 4
-        args.test_batches = 4
-
-    datasets = [d for d in args.datasets if d != "cifar10" or cifar10_ready()]
-    if "cifar10" in args.datasets and "cifar10" not in datasets:
-        print(f"CIFAR-10 skipped: {CIFAR_ARCHIVE} not found")
-    out = args.out / args.name
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        groups = pool.map(
-            lambda dataset: [run(dataset, schedule, args, out) for schedule in SCHEDULES], datasets
+        args.dataset, args.image_size, args.subset, args.epochs = "fashion_mnist", 32, 400, 4
+        args.seeds, args.test_batches = [0], 4
+    if args.dataset == "cifar10" and not prepare_cifar10(args.cifar_archive):
+        sys.exit(
+            f"CIFAR-10 not found: put cifar10-jpeg.tar.gz at {args.cifar_archive} or pass --cifar-archive"
         )
-        rows = [row for group in groups for row in group]
 
+    out = args.out / args.name
+    jobs = [(schedule, seed) for seed in args.seeds for schedule in args.schedules]
+    if not args.report:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda job: train(*job, args, out / f"{job[0]}-seed{job[1]}"), jobs))
+    runs = [record(schedule, seed, out / f"{schedule}-seed{seed}") for schedule, seed in jobs]
+    summary = summarize(runs)
     settings = (
-        f"v2_b0, {args.image_size} px, {args.subset} training images (stratified subset, 10% of them for "
-        f"validation), {args.epochs} epochs, batch {args.batch_size}, {args.threads} torch threads, "
-        f"{args.num_workers} loader workers, seed {args.seed}"
+        f"v2_b0, {args.dataset}, {args.image_size} px, {args.subset} images drawn (stratified; 10% of them "
+        f"validate), {args.epochs} epochs, batch {args.batch_size}, {args.threads} torch thread(s), "
+        f"{args.num_workers} loader workers, seeds {args.seeds}"
     )
-    print(f"\nSettings: {settings}\n")
-    print(table(rows))
+    markdown = f"Settings: {settings}\n\n{table(summary)}\n"
+    print("\n" + markdown)
     folder = out if args.quick else ROOT / "benchmarks"
-    results, figure = folder / f"{args.name}.json", folder / f"{args.name}.png"
-    results.write_text(json.dumps({"settings": settings, "runs": rows}, indent=1) + "\n")
-    plot(rows, figure, f"{args.image_size} px, {args.epochs} epochs, {args.subset} images")
+    results = folder / f"{args.name}.json"
+    results.write_text(json.dumps({"settings": settings, "summary": summary, "runs": runs}, indent=1) + "\n")
+    (folder / f"{args.name}.md").write_text(markdown)
+    plot(
+        runs, folder / f"{args.name}.png", f"{args.image_size} px, {args.epochs} epochs, {args.subset} images"
+    )
     print(f"results: {results}")
 
 

@@ -233,6 +233,21 @@ def test_classifier_init_zero_starts_every_class_equal_and_uniform_is_official()
         create_model("v2_b0", classifier_init="normal")
 
 
+def test_conv_init_uses_tf_fan_out_so_depthwise_kernels_are_not_shrunk() -> None:
+    """Official (TF) and timm: std = sqrt(2 / (k * k * out_channels / groups)); a depthwise kernel's
+    fan-out is k * k, so its std is about 0.47 for 3x3 whatever the channel count."""
+    torch.manual_seed(0)
+    model = create_model("v2_s", num_classes=10)
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    dense = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
+    assert depthwise and dense
+    for conv in depthwise + dense:
+        kh, kw = conv.kernel_size
+        expected = (2.0 / (kh * kw * conv.out_channels / conv.groups)) ** 0.5
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.15), conv
+    assert depthwise[-1].weight.std().item() > 0.4  # torch's kaiming fan_out gave 0.03 here (1536 ch)
+
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_channels_last_output_equals_contiguous(mode: str) -> None:
     torch.manual_seed(0)

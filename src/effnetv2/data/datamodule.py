@@ -333,6 +333,10 @@ class ImageDataModule(L.LightningDataModule):
                 raise DataError(f"{self.name} has no test split" + self._test_hint())
             self._roles["test"] = ("test", np.arange(len(self._labels("test"))))
 
+    def has_labeled_test_split(self) -> bool:
+        """Whether a final test can run: a Kaggle-style data set has no labelled test images."""
+        return self._has_split("test") and self._labels("test").min(initial=0) >= 0
+
     def _test_hint(self) -> str:
         hints = {"csv": "; set data.test_csv", "image_folder": f"; add {self.source.root}/test/<class>/*"}
         return hints.get(self.source.kind, "")

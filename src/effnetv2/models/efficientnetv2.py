@@ -6,6 +6,7 @@ Module names (`stem`, `stages.{s}.{i}`, `head`, `classifier`) are the state_dict
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -104,10 +105,17 @@ class EfficientNetV2(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """Official initialisation: conv normal(fan_out), BN (1, 0), classifier as `classifier_init` says."""
+        """Official initialisation: conv normal(fan_out), BN (1, 0), classifier as `classifier_init` says.
+
+        The fan-out is TF's (and timm's): k * k * out_channels / groups, so a depthwise kernel's is
+        k * k. torch's `kaiming_normal_` counts every output channel there and gives depthwise
+        kernels a std sqrt(channels) times too small.
+        """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                kh, kw = module.kernel_size
+                fan_out = kh * kw * module.out_channels // module.groups
+                nn.init.normal_(module.weight, mean=0.0, std=math.sqrt(2.0 / fan_out))
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):

@@ -109,7 +109,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        if cfg.get("test", True):
+        if cfg.get("test", True) and not datamodule.has_labeled_test_split():
+            log.info(
+                "Final test skipped: %s has no labelled test split (val/acc is the run's score; "
+                "predict unlabelled images with src/predict.py)",
+                datamodule.name,
+            )
+        elif cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if best:
                 log.info("Testing the best checkpoint: %s", best)
