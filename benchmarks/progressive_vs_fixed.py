@@ -325,7 +325,7 @@ def main() -> None:
     parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--subset", type=int, default=11200, help="images drawn (stratified); 10%% validate")
+    parser.add_argument("--subset", type=int, default=7000, help="images drawn (stratified); 10%% validate")
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0, help="0: augmentation counts in CPU seconds")

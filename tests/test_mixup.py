@@ -25,14 +25,34 @@ def test_alpha_zero_is_identity_with_smoothed_one_hot_targets() -> None:
     assert torch.equal(targets.argmax(1), y)
 
 
-def test_mixup_blends_images_and_targets_with_one_lambda() -> None:
+def test_mixup_blends_each_sample_with_its_own_lambda() -> None:
     x, y = batch()
     mixed, targets = MixupCutmix(NUM_CLASSES, mixup_alpha=1.0, seed=0)(x, y)
-    lam = targets[0, y[0]].item()
-    assert 0.0 < lam < 1.0
+    lam = targets[torch.arange(len(y)), y]  # labels are distinct: the own-class weight is lambda
+    assert ((lam >= 0.5) & (lam < 1.0)).all()  # folded to max(lambda, 1 - lambda), as the official code
+    assert len(set(lam.tolist())) == len(y)  # one lambda per sample, not one per batch
     assert torch.allclose(targets.sum(1), torch.ones(len(y)))
-    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0))
-    assert torch.allclose(targets[torch.arange(len(y)), y], torch.full((len(y),), lam))
+    expected = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x.flip(0)
+    assert torch.allclose(mixed, expected)
+
+
+def test_mixup_lambda_follows_folded_beta_alpha_alpha() -> None:
+    """Kolmogorov-Smirnov against max(B, 1 - B), B ~ Beta(alpha, alpha), for two alphas; a lambda drawn
+    from another alpha (or one per batch) fails."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    n = 64
+    x = torch.zeros(n, 1, 2, 2)
+    y = torch.arange(n)  # 64 distinct classes: lambda is the own-class weight
+    for alpha in (0.2, 1.0):
+        mixer = MixupCutmix(n, mixup_alpha=alpha, seed=3)
+        lams = torch.cat([mixer(x, y)[1][torch.arange(n // 2), y[: n // 2]] for _ in range(40)]).numpy()
+
+        def folded_cdf(v, a=alpha):
+            return scipy_stats.beta.cdf(v, a, a) - scipy_stats.beta.cdf(1 - v, a, a)
+
+        assert scipy_stats.kstest(lams, folded_cdf).pvalue > 0.01, alpha
+        other = 1.0 if alpha == 0.2 else 0.2
+        assert scipy_stats.kstest(lams, lambda v, a=other: folded_cdf(v, a)).pvalue < 1e-6
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -64,14 +84,16 @@ def test_alphas_can_be_switched_on_at_run_time() -> None:
     assert not torch.equal(mixer(x, y)[0], x)
 
 
-@pytest.mark.parametrize(("switch_prob", "cutmix"), [(0.0, False), (1.0, True)])
-def test_switch_prob_chooses_the_method(switch_prob: float, cutmix: bool) -> None:
-    x, y = batch()
-    mixer = MixupCutmix(NUM_CLASSES, mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=switch_prob, seed=0)
+def test_both_methods_split_the_batch_half_mixup_half_cutmix() -> None:
+    """Official: the first half gets Mixup, the second CutMix, each mixed within its own half."""
+    x, y = batch(size=32)
+    mixer = MixupCutmix(NUM_CLASSES, mixup_alpha=1.0, cutmix_alpha=1.0, seed=0)
     for _ in range(5):
         mixed, _ = mixer(x, y)
-        only_original_values = bool(torch.isin(mixed, torch.arange(len(y), dtype=torch.float32)).all())
-        assert only_original_values == cutmix
+        first, second = mixed[:4], mixed[4:]
+        assert not torch.isin(first, torch.arange(8, dtype=torch.float32)).all()  # blended values
+        for i, image in enumerate(second):  # CutMix pastes from the second half reversed
+            assert set(image.unique().tolist()) <= {float(4 + i), float(7 - i)}
 
 
 def test_smooth_one_hot_rows() -> None:

@@ -92,9 +92,13 @@ def test_paper_schedule_is_a_staircase_of_097_every_24_epochs() -> None:
         "paper", total_steps=1000, steps_per_epoch=10, warmup_epochs=5, decay_rate=0.97, decay_epochs=2.4
     )
     assert f(0) == pytest.approx(1 / 50) and f(49) == pytest.approx(1.0)
-    assert f(50) == f(73) == pytest.approx(1.0)  # 24 steps per decay
-    assert f(74) == pytest.approx(0.97)
-    assert f(50 + 24 * 10) == pytest.approx(0.97**10)
+    # official: lr * 0.97 ** floor(step / decay_steps), the staircase counted from step 0 (24 steps
+    # per decay), so the first step after the 50 warm-up steps already has 2 decays behind it
+    assert f(50) == f(71) == pytest.approx(0.97**2)
+    assert f(72) == pytest.approx(0.97**3)
+    assert f(240) == pytest.approx(0.97**10)
+    official = [0.97 ** (step // 24) for step in range(50, 1000)]
+    assert [f(step) for step in range(50, 1000)] == pytest.approx(official)
 
 
 def test_constant_schedule_and_unknown_names() -> None:

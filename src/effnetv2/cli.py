@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -17,8 +18,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.errors import ConfigError, EffNetV2Error
+from effnetv2.multirun import JobFailure
 
 log = logging.getLogger("effnetv2")
+
+# Example values of the required keys (`???` in conf/) for the error that names a missing one.
+REQUIRED_VALUE_EXAMPLES = {
+    "data.root": "/path/to/images",
+    "ckpt_path": "outputs/train/runs/<time>/checkpoints/last.ckpt",
+    "checkpoint": "outputs/train/runs/<time>/checkpoints/last.ckpt",
+    "checkpoints": "[outputs/train/runs/<time>/checkpoints/last.ckpt]",
+    "run_dir": "outputs/train/multiruns/<time>",
+}
 
 
 def set_environment_defaults() -> None:
@@ -113,21 +124,85 @@ def _check_command_line(main: Callable[..., Any]) -> None:
         sys.exit(1)
 
 
+def _missing_keys(value: Any, key: str = "") -> list[str]:
+    """The dotted keys whose value is `???` in a config turned into plain containers, unresolved (OmegaConf's
+    own missing_keys resolves interpolations, and fails on one that points to a missing value)."""
+    if isinstance(value, dict):
+        return [
+            m
+            for name, item in value.items()
+            for m in _missing_keys(item, f"{key}.{name}" if key else str(name))
+        ]
+    if isinstance(value, list):
+        return [m for i, item in enumerate(value) for m in _missing_keys(item, f"{key}[{i}]")]
+    return [key] if value == "???" else []
+
+
+def _required_but_null(config_name: str, overrides: list[str]) -> list[str]:
+    """Keys that `overrides` set to null while the config requires them (`???` without that override)."""
+    nulls = [o for o in overrides if o.endswith("=null") and not o.startswith("~")]
+    if not nulls:
+        return []
+    from hydra import compose
+
+    rest = [o for o in overrides if o not in nulls]
+    required = _missing_keys(OmegaConf.to_container(compose(config_name, rest), resolve=False))
+    return [key for key in (o.split("=", 1)[0].lstrip("+") for o in nulls) if key in required]
+
+
+def check_required_values(cfg: DictConfig) -> None:
+    """Raise a ConfigError naming the required values (`???` in conf/, or set to null) this run lacks and
+    the command that sets them; OmegaConf would fail at their first use, with a traceback."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    overrides = [str(o) for o in hydra_cfg.overrides.task] if hydra_cfg else []
+    missing = _missing_keys(OmegaConf.to_container(cfg, resolve=False))
+    if hydra_cfg:
+        missing += _required_but_null(hydra_cfg.job.config_name, overrides)
+    if not missing:
+        return
+    # A key of a config group: the message names the option that requires it, e.g. data=image_folder.
+    choices = dict(hydra_cfg.runtime.choices) if hydra_cfg else {}
+    options = sorted({f"{g}={choices[g]}" for g in (key.split(".")[0] for key in missing) if choices.get(g)})
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("~+") not in missing]
+    examples = [f"{key}={REQUIRED_VALUE_EXAMPLES.get(key, '<value>')}" for key in missing]
+    command = shlex.join(["python", sys.argv[0], *kept, *examples])
+    required = f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required"
+    raise ConfigError(f"{required}{' for ' + ', '.join(options) if options else ''}: {command}")
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
     """Print an EffNetV2Error as one `error:` line and exit 1 instead of a traceback.
 
     Applied under `@hydra.main` in an entry point run as a script, it first checks the command-line
     overrides (`_check_command_line`): a typo such as `trainer.max_epoch=3` or `optimiser=sgd` gets one
-    line with the nearest valid names instead of Hydra's multi-line "Could not override" message.
+    line with the nearest valid names instead of Hydra's multi-line "Could not override" message. Then,
+    in the job, that every required value is set (`check_required_values`).
+
+    In a multirun (-m) a user error ends only its job: the job logs it and returns a `JobFailure`, the
+    sweep goes on, and `multirun.ReportFailedJobs` reports the failed jobs at the end.
     """
     _check_command_line(main)
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if args and isinstance(args[0], DictConfig):  # the config Hydra composed
+                check_required_values(args[0])
             return main(*args, **kwargs)
         except EffNetV2Error as error:
             log.error("%s", error)
+            # A signal (an error with its own exit code) stops the whole sweep, as it asks.
+            if _in_multirun() and not hasattr(error, "exit_code"):
+                return JobFailure(str(error))
             print(f"error: {error}", file=sys.stderr)
             sys.exit(getattr(error, "exit_code", 1))  # e.g. 128 + signal for a run stopped by SIGTERM
         except SystemExit as stop:

@@ -80,6 +80,7 @@ class ImageDataModule(L.LightningDataModule):
         randaug_num_ops: int = 2,
         randaug_magnitude: float = 10.0,
         randaug_ops: Sequence[str] | None = None,
+        randaug_policy: str = "increasing",
         mean: Sequence[float] = FASHION_MNIST_MEAN,
         std: Sequence[float] = FASHION_MNIST_STD,
         on_bad_image: str = "error",
@@ -144,6 +145,8 @@ class ImageDataModule(L.LightningDataModule):
         self.hflip = hflip
         self.randaug_num_ops = randaug_num_ops
         self.randaug_ops = tuple(randaug_ops) if randaug_ops is not None else None
+        self.randaug_policy = randaug_policy
+        RandAugment(randaug_num_ops, self._randaug_magnitude, self.randaug_ops, policy=randaug_policy)  # validates
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.beton_dir = Path(beton_dir)
@@ -321,8 +324,9 @@ class ImageDataModule(L.LightningDataModule):
         if self._settings is None:
             self._settings = LiveSettings(self._image_size, self._eval_size, self._randaug_magnitude)
         if self._randaugment is None:
-            options = {} if self.randaug_ops is None else {"ops": self.randaug_ops}
-            self._randaugment = RandAugment(self.randaug_num_ops, self._randaug_magnitude, **options)
+            self._randaugment = RandAugment(
+                self.randaug_num_ops, self._randaug_magnitude, self.randaug_ops, policy=self.randaug_policy
+            )
 
     def setup(self, stage: str | None = None) -> None:
         self._ensure_live_state()
@@ -382,6 +386,7 @@ class ImageDataModule(L.LightningDataModule):
             randaug_num_ops=self.randaug_num_ops,
             randaug_magnitude=self._randaug_magnitude,
             randaug_ops=self.randaug_ops,
+            randaug_policy=self.randaug_policy,
             seed=self.seed,
         )
 

@@ -1,7 +1,7 @@
 """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) on a batch, with soft, smoothed targets.
 
-One lambda per batch, mixing each sample with the batch reversed (as timm does). The alphas are
-attributes so progressive learning can change them between epochs; alpha 0 turns a method off.
+The alphas are attributes so progressive learning can change them between epochs; alpha 0 turns a
+method off.
 """
 
 from __future__ import annotations
@@ -29,10 +29,14 @@ def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) ->
 
 
 class MixupCutmix:
-    """`__call__(x, y) -> (mixed x, soft targets N x num_classes)`.
+    """`__call__(x, y) -> (mixed x, soft targets N x num_classes)`, as the official EfficientNetV2 code:
 
-    With both alphas > 0 a batch uses CutMix with probability `switch_prob`, else Mixup. CutMix's
-    lambda is corrected to the pasted box's actual area so the targets match the pixels.
+    - Mixup draws one lambda per sample from Beta(alpha, alpha), folded to max(lambda, 1 - lambda) so
+      each sample keeps its own image dominant, and mixes it with the batch reversed;
+    - CutMix pastes one box of the reversed batch, its lambda corrected to the box's actual area so
+      the targets match the pixels;
+    - with both alphas > 0, the first half of the batch gets Mixup and the second half CutMix (each
+      half mixed within itself).
     """
 
     def __init__(
@@ -40,14 +44,12 @@ class MixupCutmix:
         num_classes: int,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
-        switch_prob: float = 0.5,
         label_smoothing: float = 0.0,
         seed: int | None = None,
     ) -> None:
         self.num_classes = num_classes
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
-        self.switch_prob = switch_prob
         self.label_smoothing = label_smoothing
         # Without a seed, draw one from torch's global state so Lightning's seed_everything applies.
         self.rng = np.random.default_rng(seed if seed is not None else int(torch.randint(2**31, ())))
@@ -56,22 +58,30 @@ class MixupCutmix:
     def active(self) -> bool:
         return self.mixup_alpha > 0.0 or self.cutmix_alpha > 0.0
 
-    def _use_cutmix(self) -> bool:
-        if self.mixup_alpha > 0.0 and self.cutmix_alpha > 0.0:
-            return bool(self.rng.random() < self.switch_prob)
-        return self.cutmix_alpha > 0.0
+    def mixup(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lam = self.rng.beta(self.mixup_alpha, self.mixup_alpha, size=x.shape[0])
+        lam = torch.as_tensor(np.maximum(lam, 1.0 - lam), dtype=torch.float32, device=x.device)
+        image_lam = lam.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        mixed = x * image_lam + x.flip(0) * (1.0 - image_lam)
+        return mixed, targets * lam[:, None] + targets.flip(0) * (1.0 - lam[:, None])
+
+    def cutmix(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lam = float(self.rng.beta(self.cutmix_alpha, self.cutmix_alpha))
+        top, bottom, left, right = cutmix_box(x.shape[-2], x.shape[-1], lam, self.rng)
+        x = x.clone()
+        x[..., top:bottom, left:right] = x.flip(0)[..., top:bottom, left:right]
+        lam = 1.0 - (bottom - top) * (right - left) / (x.shape[-2] * x.shape[-1])
+        return x, targets * lam + targets.flip(0) * (1.0 - lam)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         targets = smooth_one_hot(y, self.num_classes, self.label_smoothing)
-        if not self.active:
-            return x, targets
-        if self._use_cutmix():
-            lam = float(self.rng.beta(self.cutmix_alpha, self.cutmix_alpha))
-            top, bottom, left, right = cutmix_box(x.shape[-2], x.shape[-1], lam, self.rng)
-            x = x.clone()
-            x[..., top:bottom, left:right] = x.flip(0)[..., top:bottom, left:right]
-            lam = 1.0 - (bottom - top) * (right - left) / (x.shape[-2] * x.shape[-1])
-        else:
-            lam = float(self.rng.beta(self.mixup_alpha, self.mixup_alpha))
-            x = x * lam + x.flip(0) * (1.0 - lam)
-        return x, targets * lam + targets.flip(0) * (1.0 - lam)
+        if self.mixup_alpha > 0.0 and self.cutmix_alpha > 0.0 and x.shape[0] > 1:
+            half = x.shape[0] // 2
+            first, first_targets = self.mixup(x[:half], targets[:half])
+            second, second_targets = self.cutmix(x[half:], targets[half:])
+            return torch.cat([first, second]), torch.cat([first_targets, second_targets])
+        if self.mixup_alpha > 0.0:
+            return self.mixup(x, targets)
+        if self.cutmix_alpha > 0.0:
+            return self.cutmix(x, targets)
+        return x, targets

@@ -6,15 +6,17 @@ standard strength, EfficientNetV2 goes up to 25 and nothing stops at 30. Two pol
 - `increasing` (default): the official set minus Invert/SolarizeAdd/Cutout, plus Identity, with
   colour operations that grow with M (the official ones are not monotone: its enhance factor
   1.8 * M/10 + 0.1 is the identity at M = 5): enhance factor 1 +- 0.9 * M/10 (at least 0.1),
-  posterize to 8 - 4 * M/10 bits, solarize above 256 - 128 * M/10; translate 100/224 of the side
+  posterize to 8 - 4 * M/10 bits (at least 2), solarize above 256 - 128 * M/10; translate 100/224 of the side
   per M/10. Progressive learning on small data relies on "larger M = stronger" for every operation.
 - `official` (google/automl efficientnetv2 `autoaugment.py`): its 16 operations and formulas:
   enhance 1.8 * M/10 + 0.1 without sign, posterize to int(4 * M/10) bits, solarize at int(256 * M/10),
   SolarizeAdd int(110 * M/10), Cutout half side int(40 * M/10) px, translate 100 px per M/10.
 
-Both: rotate 30 degrees and shear 0.3 per M/10 with a random sign; grey fill 128. Translation stops
-at MAX_TRANSLATE_FRACTION of the side and Cutout at MAX_CUTOUT_FRACTION, so that no magnitude up
-to 30 blanks an image at any size (the official pixel constants were made for 224 px and above).
+Both: rotate 30 degrees and shear 0.3 per M/10 with a random sign; grey fill 128. Caps, so that no
+magnitude up to 30 blanks an image at any size: translation stops at MAX_TRANSLATE_FRACTION of the
+side and Cutout at MAX_CUTOUT_FRACTION (the official pixel constants were made for 224 px); the
+official enhance factor and SolarizeAdd stop at their M = 10 values (beyond, SolarizeAdd followed by
+Brightness turned images plain white).
 
 `magnitude` is a plain attribute read on every call, so it can change between epochs without
 rebuilding anything; the magnitude used by a call is in the params passed to `apply`.
@@ -44,6 +46,7 @@ _TRANSLATE_PIXELS = 100  # official policy: absolute pixels per M / 10 (official
 MAX_TRANSLATE_FRACTION = 0.45  # of the side: 2 translations still keep 10% of the image in the frame
 _CUTOUT_PIXELS = 40  # official cutout_const: half side of the grey square per M / 10
 MAX_CUTOUT_FRACTION = 0.2  # half side of the square, of the image's shorter side
+MAX_OFFICIAL_COLOUR_LEVEL = 1.0  # official enhance / SolarizeAdd stop at M = 10 (factor 4.6 at M = 25 whitens)
 _SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13  # PIL's SMOOTH
 
 
@@ -142,7 +145,7 @@ def _solarize(
 def _posterize(
     image: np.ndarray, level: float, sign: float, fill: int, position: Position = CENTRE
 ) -> np.ndarray:
-    bits = int(min(max(8 - round(4 * level), 1), 8))
+    bits = int(min(max(8 - round(4 * level), 2), 8))  # 1 bit turns a light or dark image into one grey
     return image if bits == 8 else _keep_channels(fpixel.posterize(image, bits), image)
 
 
@@ -173,7 +176,7 @@ def _enhance(adjust: Callable[[float, np.ndarray], np.ndarray], official: bool) 
     def enhance(
         image: np.ndarray, level: float, sign: float, fill: int, position: Position = CENTRE
     ) -> np.ndarray:
-        factor = 1.8 * level + 0.1 if official else _enhance_factor(level, sign)
+        factor = 1.8 * min(level, MAX_OFFICIAL_COLOUR_LEVEL) + 0.1 if official else _enhance_factor(level, sign)
         return adjust(factor, image)
 
     return enhance
@@ -201,8 +204,9 @@ def _official_solarize(
 def _official_solarize_add(
     image: np.ndarray, level: float, sign: float, fill: int, position: Position = CENTRE
 ) -> np.ndarray:
-    """Add int(110 * M/10) to the pixels below 128 (clipped)."""
-    added = np.clip(image.astype(np.int32) + int(110 * level), 0, 255).astype(np.uint8)
+    """Add int(110 * M/10) to the pixels below 128 (clipped), M capped at 10 as the colour operations."""
+    addition = int(110 * min(level, MAX_OFFICIAL_COLOUR_LEVEL))
+    added = np.clip(image.astype(np.int32) + addition, 0, 255).astype(np.uint8)
     return np.where(image < 128, added, image)
 
 
@@ -289,8 +293,8 @@ class RandAugment(A.ImageOnlyTransform):
         super().__init__(p=p)
         if policy not in POLICY_OPERATIONS:
             raise ConfigError(f"unknown RandAugment policy {policy!r}; known: {list(POLICY_OPERATIONS)}")
-        table = POLICY_OPERATIONS[policy]
-        ops = tuple(table) if ops is None else tuple(ops)
+        table = {"Identity": _identity, **POLICY_OPERATIONS[policy]}  # Identity: accepted in both
+        ops = tuple(POLICY_OPERATIONS[policy]) if ops is None else tuple(ops)
         unknown = [name for name in ops if name not in table]
         if unknown:
             raise ConfigError(

@@ -49,6 +49,7 @@ class TrainTransform:
         randaug_num_ops: int = 2,
         randaug_magnitude: float = 10.0,
         randaug_ops: Sequence[str] | None = None,
+        randaug_policy: str = "increasing",
         seed: int | None = None,
     ) -> None:
         self.crop = strict(
@@ -59,8 +60,7 @@ class TrainTransform:
             interpolation=cv2.INTER_LINEAR,
             p=1.0,
         )
-        options = {} if randaug_ops is None else {"ops": tuple(randaug_ops)}
-        self.randaugment = RandAugment(num_ops=randaug_num_ops, magnitude=randaug_magnitude, **options)
+        self.randaugment = RandAugment(randaug_num_ops, randaug_magnitude, randaug_ops, policy=randaug_policy)
         steps = [self.crop]
         if hflip:
             steps.append(strict(A.HorizontalFlip, p=0.5))

@@ -91,7 +91,8 @@ def lr_lambda(
     """Multiplier of the base learning rate at each optimizer step.
 
     `cosine`: linear warm-up, then cosine from 1 to `min_lr_ratio` over the remaining steps.
-    `paper`: linear warm-up, then x`decay_rate` every `decay_epochs` epochs (staircase, as the paper).
+    `paper`: linear warm-up, then x`decay_rate` every `decay_epochs` epochs (staircase), the decay
+    counted from step 0 as the official code does (not from the end of the warm-up).
     `constant`: linear warm-up, then 1.
     """
     if name not in ("cosine", "paper", "constant"):
@@ -105,7 +106,7 @@ def lr_lambda(
         if name == "constant":
             return 1.0
         if name == "paper":
-            return decay_rate ** ((step - warmup_steps) // steps_per_decay)
+            return decay_rate ** (step // steps_per_decay)
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 

@@ -78,6 +78,8 @@ class ProgressiveSchedule:
     in between are rounded to a multiple of `size_multiple` (8 keeps shapes friendly to hardware;
     use 1 to keep the exact interpolated sizes). `adapt_regularization=False` keeps every
     regularizer at its last value while the size still grows: the paper's resize-only ablation.
+    `randaug_policy` names the RandAugment variant the schedule's magnitudes are meant for ("official"
+    for the paper_*/official_* presets); the data config takes it from here.
     """
 
     num_stages: int
@@ -91,6 +93,7 @@ class ProgressiveSchedule:
     size_multiple: int = 8
     interpolation: str = "paper"
     adapt_regularization: bool = True
+    randaug_policy: str = "increasing"  # read by the data config (data.randaug_policy); see RandAugment
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_stages, int) or isinstance(self.num_stages, bool) or self.num_stages < 1:
