@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fixtures_data import write_png
 from train_runs import TINY, run_train
 
@@ -51,12 +52,14 @@ def train_only_folder(tmp_path: Path) -> Path:
     return tmp_path / "images"
 
 
-SMALL = [*TINY, "data.subset=null", "data.image_size=32", "data.eval_size=32", "trainer.max_epochs=1"]
+SMALL = [*TINY, "data.subset=null", "data.image_size=32", "data.eval_size=32", "trainer.max_epochs=4"]
 
 
 def test_csv_without_test_split_trains_and_writes_metrics(kaggle_csv: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_train("data=csv", f"data.root={kaggle_csv}", *SMALL, f"hydra.run.dir={run_dir}")
+    result = run_train(
+        "data=csv", f"data.root={kaggle_csv}", "data.extension=.png", *SMALL, f"hydra.run.dir={run_dir}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = (run_dir / "train.log").read_text()
     assert SKIPPED in log and "no labelled test split" in log
@@ -79,8 +82,8 @@ def test_image_folder_with_train_only_trains_and_writes_metrics(
 def test_kfold_multirun_without_test_split_trains_every_fold(kaggle_csv: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_train(
-        "-m", "data=csv", f"data.root={kaggle_csv}", "data.num_folds=3", "data.fold=0,1,2",
-        *SMALL, f"hydra.sweep.dir={sweep}",
+        "-m", "data=csv", f"data.root={kaggle_csv}", "data.extension=.png",
+        "data.num_folds=3", "data.fold=0,1,2", *SMALL, f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for fold in range(3):

@@ -99,9 +99,12 @@ def test_official_posterize_solarize_solarize_add_invert() -> None:
         )
         added = np.clip(image.astype(int) + int(110 * magnitude / 10), 0, 255)
         assert np.array_equal(
-            OFFICIAL_OPERATIONS["SolarizeAdd"](image, magnitude / 10, 1.0, 128), np.where(image < 128, added, image)
+            OFFICIAL_OPERATIONS["SolarizeAdd"](image, magnitude / 10, 1.0, 128),
+            np.where(image < 128, added, image),
         )
-    assert np.array_equal(OFFICIAL_OPERATIONS["Posterize"](image, 3.0, 1.0, 128), image)  # > 8 bits: unchanged
+    assert np.array_equal(
+        OFFICIAL_OPERATIONS["Posterize"](image, 3.0, 1.0, 128), image
+    )  # > 8 bits: unchanged
     capped = OFFICIAL_OPERATIONS["SolarizeAdd"](image, 2.5, 1.0, 128)  # M = 25 adds what M = 10 adds
     assert np.array_equal(capped, OFFICIAL_OPERATIONS["SolarizeAdd"](image, 1.0, 1.0, 128))
     assert np.array_equal(OFFICIAL_OPERATIONS["Invert"](image, 0.0, 1.0, 128), 255 - image)

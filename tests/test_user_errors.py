@@ -70,6 +70,62 @@ def test_unknown_config_keys_groups_and_options(script: str, override: str, expe
     assert "Could not override" not in line
 
 
+# Required values ----------------------------------------------------------------------------------------
+CHECKPOINT = "outputs/train/runs/<time>/checkpoints/last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("script", "overrides", "expected"),
+    [
+        (
+            "src/train.py",
+            ["data=image_folder"],
+            "data.root is required for data=image_folder: "
+            "python src/train.py data=image_folder data.root=/path/to/images",
+        ),
+        (
+            "src/train.py",
+            ["experiment=paper_s"],
+            "data.root is required for data=image_folder: "
+            "python src/train.py experiment=paper_s data.root=/path/to/images",
+        ),
+        (
+            "src/train.py",
+            ["data=csv", "data.root=null", "trainer.max_epochs=1"],
+            "data.root is required for data=csv: "
+            "python src/train.py data=csv trainer.max_epochs=1 data.root=/path/to/images",
+        ),
+        (
+            "src/prepare_data.py",
+            ["data=image_folder"],
+            "data.root is required for data=image_folder: "
+            "python src/prepare_data.py data=image_folder data.root=/path/to/images",
+        ),
+        ("src/eval.py", [], f"ckpt_path is required: python src/eval.py 'ckpt_path={CHECKPOINT}'"),
+        (
+            "src/eval.py",
+            ["ckpt_path=null"],
+            f"ckpt_path is required: python src/eval.py 'ckpt_path={CHECKPOINT}'",
+        ),
+        (
+            "src/predict.py",
+            ["input.folder=data/test"],
+            "checkpoints is required: "
+            f"python src/predict.py input.folder=data/test 'checkpoints=[{CHECKPOINT}]'",
+        ),
+        ("src/export.py", [], f"checkpoint is required: python src/export.py 'checkpoint={CHECKPOINT}'"),
+        ("src/oof.py", [], "run_dir is required: python src/oof.py 'run_dir=outputs/train/multiruns/<time>'"),
+    ],
+    ids=["train_image_folder", "train_paper_s", "train_csv_null", "prepare_data", "eval", "eval_null"]
+    + ["predict", "export", "oof"],
+)
+def test_missing_required_values(tmp_path, script: str, overrides: list[str], expected: str) -> None:
+    """`???` in conf/ (or null where a value is required): one line naming the key and the command that
+    sets it, the user's other overrides kept, instead of OmegaConf's MissingMandatoryValue traceback."""
+    result = run_train(*overrides, f"hydra.run.dir={tmp_path / 'run'}", script=script, timeout=120)
+    assert error_line(result) == f"error: {expected}"
+
+
 # Data ---------------------------------------------------------------------------------------------------
 def test_missing_data_path(tmp_path) -> None:
     line = error_line(run_train(*ONE_STEP, "data=image_folder", f"data.root={tmp_path / 'nope'}"))

@@ -16,6 +16,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from effnetv2.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
@@ -145,6 +147,22 @@ class StepRecorder(L.Callback):
             deadline = time.monotonic() + 300
             while not (self.outdir / "release").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+class FailFirstJob(L.Callback):
+    """A user error (ConfigError), or with `user_error=False` a RuntimeError, in the first run that uses
+    it and none in later ones: the first creates `marker`. For sweeps, which must go on after a failed
+    job whatever values the sweeper chose."""
+
+    def __init__(self, marker: str, user_error: bool = True) -> None:
+        self.marker = Path(marker)
+        self.user_error = user_error
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.marker.exists():
+            self.marker.touch()
+            error = ConfigError if self.user_error else RuntimeError
+            raise error("FailFirstJob stopped the first job")
 
 
 def epoch_indices(loader: Any, epoch: int) -> tuple[str, list[int]]:

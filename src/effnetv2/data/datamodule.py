@@ -146,7 +146,9 @@ class ImageDataModule(L.LightningDataModule):
         self.randaug_num_ops = randaug_num_ops
         self.randaug_ops = tuple(randaug_ops) if randaug_ops is not None else None
         self.randaug_policy = randaug_policy
-        RandAugment(randaug_num_ops, self._randaug_magnitude, self.randaug_ops, policy=randaug_policy)  # validates
+        RandAugment(
+            randaug_num_ops, self._randaug_magnitude, self.randaug_ops, policy=randaug_policy
+        )  # validates
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.beton_dir = Path(beton_dir)

@@ -46,7 +46,9 @@ _TRANSLATE_PIXELS = 100  # official policy: absolute pixels per M / 10 (official
 MAX_TRANSLATE_FRACTION = 0.45  # of the side: 2 translations still keep 10% of the image in the frame
 _CUTOUT_PIXELS = 40  # official cutout_const: half side of the grey square per M / 10
 MAX_CUTOUT_FRACTION = 0.2  # half side of the square, of the image's shorter side
-MAX_OFFICIAL_COLOUR_LEVEL = 1.0  # official enhance / SolarizeAdd stop at M = 10 (factor 4.6 at M = 25 whitens)
+MAX_OFFICIAL_COLOUR_LEVEL = (
+    1.0  # official enhance / SolarizeAdd stop at M = 10 (factor 4.6 at M = 25 whitens)
+)
 _SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13  # PIL's SMOOTH
 
 
@@ -176,7 +178,9 @@ def _enhance(adjust: Callable[[float, np.ndarray], np.ndarray], official: bool) 
     def enhance(
         image: np.ndarray, level: float, sign: float, fill: int, position: Position = CENTRE
     ) -> np.ndarray:
-        factor = 1.8 * min(level, MAX_OFFICIAL_COLOUR_LEVEL) + 0.1 if official else _enhance_factor(level, sign)
+        factor = (
+            1.8 * min(level, MAX_OFFICIAL_COLOUR_LEVEL) + 0.1 if official else _enhance_factor(level, sign)
+        )
         return adjust(factor, image)
 
     return enhance
