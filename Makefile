@@ -8,6 +8,8 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
+WHEELHOUSE ?= wheelhouse
+WITH_TORCH ?= 0
 
 # System packages: the default data set and FFCV's build libraries (Debian names).
 SYSTEM_PACKAGES := dataset-fashion-mnist pkg-config libturbojpeg0-dev libopencv-dev
@@ -17,7 +19,7 @@ VENV_STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup train test test-all lint format clean
+.PHONY: help setup train test test-all lint format clean wheelhouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +66,11 @@ lint: setup ## ruff check + format check + pre-commit hooks
 format: setup ## format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Wheels for a machine without internet (a Kaggle kernel): effnetv2, its dependencies, the ffcv extra and
+# FFCV built here with its system libraries inside (tools/wheelhouse.py; docs/finetune.md, Kaggle kernels).
+wheelhouse: setup ## wheels for offline installs in WHEELHOUSE=wheelhouse (WITH_TORCH=1: torch too)
+	$(PY) tools/wheelhouse.py $(WHEELHOUSE) $(if $(filter 1,$(WITH_TORCH)),--with-torch)
 
 clean: ## remove outputs and caches (keeps .venv and data/)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache

@@ -265,6 +265,27 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def cost_per_size(runs: list[dict]) -> str:
+    """Mean training CPU seconds per 1,000 images at each size, over every epoch of every run: why a
+    schedule's time is not proportional to its pixels on this machine."""
+    costs: dict[int, list[float]] = {}
+    for run in runs:
+        for epoch in run["epochs"]:
+            costs.setdefault(epoch["image_size"], []).append(1000 * epoch["cpu_seconds"] / epoch["images"])
+    largest = statistics.mean(costs[max(costs)])
+    lines = [
+        "| image size | CPU s per 1,000 images | vs the largest | pixels vs the largest |",
+        "|---|---|---|---|",
+    ]
+    for size in sorted(costs):
+        mean = statistics.mean(costs[size])
+        lines.append(
+            f"| {size} px | {mean:.2f} (min {min(costs[size]):.2f}, max {max(costs[size]):.2f}) | "
+            f"{mean / largest:.2f} | {(size / max(costs)) ** 2:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(runs: list[dict], path: Path, subtitle: str) -> None:
     import matplotlib
 
@@ -344,7 +365,7 @@ def main() -> None:
     if args.quick:
         args.dataset, args.image_size, args.subset, args.epochs = "fashion_mnist", 32, 400, 4
         args.seeds, args.test_batches = [0], 4
-    if args.dataset == "cifar10" and not prepare_cifar10(args.cifar_archive):
+    if args.dataset == "cifar10" and not args.report and not prepare_cifar10(args.cifar_archive):
         sys.exit(
             f"CIFAR-10 not found: put cifar10-jpeg.tar.gz at {args.cifar_archive} or pass --cifar-archive"
         )
@@ -361,7 +382,7 @@ def main() -> None:
         f"validate), {args.epochs} epochs, batch {args.batch_size}, {args.threads} torch thread(s), "
         f"{args.num_workers} loader workers, seeds {args.seeds}"
     )
-    markdown = f"Settings: {settings}\n\n{table(summary)}\n"
+    markdown = f"Settings: {settings}\n\n{cost_per_size(runs)}\n\n{table(summary)}\n"
     print("\n" + markdown)
     folder = out if args.quick else ROOT / "benchmarks"
     results = folder / f"{args.name}.json"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
@@ -22,9 +23,11 @@ from effnetv2.training.loggers import (
     finish_wandb,
     prepare_logger_configs,
     resolve_wandb_mode,
+    resume_wandb_run,
     wandb_run_config,
 )
 from effnetv2.training.pipeline import build_module
+from train_runs import TINY, run_train, train_env
 
 # The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of chunks, each with
 # a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last), each record a protobuf.
@@ -212,3 +215,72 @@ def test_online_runs_log_the_best_checkpoint_as_a_model_artifact(
     best = [a for a in models if "best" in a.aliases]
     assert len(best) == 1
     assert Path(checkpoint.best_model_path).name in best[0].metadata
+
+
+# One W&B run per training run ------------------------------------------------------------------------
+def offline_parts(run_dir: Path) -> list[dict]:
+    """Each offline run folder under `<run dir>/wandb/`, oldest first: its run id and the
+    `trainer/global_step` of each training step it logged (`train/loss_step`)."""
+    parts = []
+    for folder in (run_dir / "wandb").glob("offline-run-*"):
+        (wandb_file,) = folder.glob("run-*.wandb")
+        part: dict = {"trained": []}
+        for record in read_wandb_records(wandb_file):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                part.update(id=record.run.run_id, start=record.run.start_time.ToNanoseconds())
+            elif kind == "history":
+                items = {
+                    item.key or "/".join(item.nested_key): item.value_json for item in record.history.item
+                }
+                if "train/loss_step" in items:
+                    part["trained"].append(int(float(items["trainer/global_step"])))
+        parts.append(part)
+    return sorted(parts, key=lambda part: part["start"])
+
+
+def test_a_resume_logs_to_the_wandb_run_of_its_checkpoint_and_a_configured_id_wins(tmp_path) -> None:
+    beside = tmp_path / "run" / "checkpoints" / "last.ckpt"  # <run>/wandb_run_id beside <run>/checkpoints
+    beside.parent.mkdir(parents=True)
+    torch.save({"wandb_run_id": "inckpt"}, beside)
+    (tmp_path / "run" / "wandb_run_id").write_text("besideit\n")
+    moved = tmp_path / "moved.ckpt"  # out of its run folder: only the id in the checkpoint is left
+    torch.save({"wandb_run_id": "inckpt"}, moved)
+    old = tmp_path / "old.ckpt"  # written before run ids were kept
+    torch.save({"state_dict": {}}, old)
+
+    def run_id(ckpt_path: Path | None, configured: str | None = None) -> str | None:
+        logger_cfg = OmegaConf.create({"wandb": {"mode": "offline", "id": configured}})
+        resume_wandb_run(logger_cfg, str(ckpt_path) if ckpt_path else None)
+        return logger_cfg.wandb.id
+
+    assert run_id(beside) == "besideit"
+    assert run_id(moved) == "inckpt"
+    assert run_id(old) is None and run_id(None) is None  # wandb.init makes a new run
+    assert run_id(beside, configured="mine") == "mine"
+
+
+@pytest.mark.timeout(600)
+def test_resumed_training_continues_its_wandb_run(tmp_path) -> None:
+    """A first run (2 epochs), its `resume=auto` (to 4 epochs) and a `ckpt_path=` resume from another folder
+    (to 5 epochs, with the first folder's wandb_run_id removed, so the id comes from the checkpoint) log to
+    one W&B run id, and each part's training steps continue the previous part's."""
+    first, other = tmp_path / "first", tmp_path / "other"
+    common = [*TINY, "schedule=fixed", "logger=wandb"]
+    last = first / "checkpoints" / "last.ckpt"
+    runs = [
+        [*common, "trainer.max_epochs=2", f"hydra.run.dir={first}", "resume=auto"],
+        [*common, "trainer.max_epochs=4", f"hydra.run.dir={first}", "resume=auto"],
+        [*common, "trainer.max_epochs=5", f"hydra.run.dir={other}", f"ckpt_path={last}"],
+    ]
+    for i, overrides in enumerate(runs):
+        if i == 2:
+            (first / "wandb_run_id").unlink()
+        result = run_train(*overrides, env=train_env(HOME=str(tmp_path)))
+        assert result.returncode == 0, result.stderr[-4000:]
+
+    parts = offline_parts(first) + offline_parts(other)
+    run_id = (other / "wandb_run_id").read_text().strip()
+    assert [part["id"] for part in parts] == [run_id] * 3
+    # 3 optimizer steps per epoch, logged at the global step before each: epochs 0-1, 2-3 and 4
+    assert [part["trained"] for part in parts] == [list(range(6)), list(range(6, 12)), list(range(12, 15))]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.errors import ConfigError, EffNetV2Error
@@ -198,7 +199,11 @@ def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
             if args and isinstance(args[0], DictConfig):  # the config Hydra composed
                 check_required_values(args[0])
             return main(*args, **kwargs)
-        except EffNetV2Error as error:
+        except (EffNetV2Error, InstantiationException) as caught:
+            # Hydra's instantiate wraps what a constructor raises (e.g. the data module's checks)
+            error = caught.__cause__ if isinstance(caught, InstantiationException) else caught
+            if not isinstance(error, EffNetV2Error):
+                raise
             log.error("%s", error)
             # A signal (an error with its own exit code) stops the whole sweep, as it asks.
             if _in_multirun() and not hasattr(error, "exit_code"):

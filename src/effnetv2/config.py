@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from effnetv2.training.module import monitor_mode
 from effnetv2.training.progressive import scaled_size
 
 
@@ -14,3 +15,6 @@ def register_resolvers() -> None:
     conf/schedule/progressive.yaml from the data's native size."""
     if not OmegaConf.has_resolver("scaled_size"):
         OmegaConf.register_new_resolver("scaled_size", scaled_size)
+    # `${monitor_mode:METRIC}`: max or min, ModelCheckpoint's mode for module.monitor
+    if not OmegaConf.has_resolver("monitor_mode"):
+        OmegaConf.register_new_resolver("monitor_mode", monitor_mode)

@@ -6,29 +6,45 @@ epochs; with either loader (`loader: torch | ffcv`) the next epoch's batches use
 Lightning creates the first epoch's train iterator *before* `on_train_epoch_start`, so values for
 epoch 0 must be set earlier (e.g. in a callback's `on_fit_start`) or passed to the constructor.
 
-Validation data, in order of precedence: fold `fold` of a stratified K-fold when num_folds > 1;
-an explicit val split (image_folder's root/val); a stratified `val_fraction` of train; otherwise
-the (labeled) test split. `subset` first draws a stratified subset of the training data.
+Validation data, in order of precedence: fold `fold` of the CSV's own folds (`fold_column`); fold
+`fold` of a stratified K-fold when num_folds > 1; an explicit val split (image_folder's root/val); a
+stratified `val_fraction` of train; otherwise the (labeled) test split. With a CSV `group_column`,
+K-fold and the val_fraction split keep every group on one side (the val_fraction split is fold 0 of
+round(1 / val_fraction) group folds). `subset` first draws a stratified subset of the training data.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from effnetv2.data.balance import BalancedSampler, check_sampler
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import FASHION_MNIST_ROOT, SampleSet, build_source, check_policy
-from effnetv2.data.splits import stratified_kfold, stratified_split, stratified_subset
+from effnetv2.data.splits import (
+    check_groups_apart,
+    column_fold_count,
+    stratified_group_kfold,
+    stratified_kfold,
+    stratified_split,
+    stratified_subset,
+)
 from effnetv2.data.torch_loader import ImageDataset, LiveSettings, NormalizingCollate, make_loader
-from effnetv2.data.transforms import EvalTransform, TrainTransform
+from effnetv2.data.transforms import (
+    EvalTransform,
+    TrainTransform,
+    build_extra_transform,
+    check_extra_transforms,
+)
 from effnetv2.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -58,8 +74,11 @@ class ImageDataModule(L.LightningDataModule):
         extension: str = "",
         test_csv: str | None = None,
         test_image_dir: str = "test",
+        fold_column: str | None = None,
+        group_column: str | None = None,
         # loading
         loader: str = "torch",
+        sampler: str = "random",
         batch_size: int = 128,
         num_workers: int = 2,
         pin_memory: bool = True,
@@ -84,6 +103,7 @@ class ImageDataModule(L.LightningDataModule):
         mean: Sequence[float] = FASHION_MNIST_MEAN,
         std: Sequence[float] = FASHION_MNIST_STD,
         on_bad_image: str = "error",
+        extra_transforms: Sequence[Mapping[str, Any]] = (),
         # FFCV (.beton files)
         beton_dir: str = "data/betons",
         beton_max_resolution: int | None = None,
@@ -103,6 +123,8 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_fraction={val_fraction} must be in [0, 1)")
         if num_folds > 1 and not 0 <= fold < num_folds:
             raise ConfigError(f"data.fold={fold} is out of range for data.num_folds={num_folds}")
+        if source != "csv" and (fold_column or group_column):
+            raise ConfigError("data.fold_column and data.group_column name CSV columns: they need data=csv")
         self.on_bad_image = check_policy(on_bad_image)
         self.source = build_source(
             source,
@@ -117,6 +139,8 @@ class ImageDataModule(L.LightningDataModule):
                     "extension": extension,
                     "test_csv": test_csv,
                     "test_image_dir": test_image_dir,
+                    "fold_column": fold_column,
+                    "group_column": group_column,
                 }
                 if source == "csv"
                 else {}
@@ -127,6 +151,7 @@ class ImageDataModule(L.LightningDataModule):
         self.loader = loader
         if loader == "ffcv":
             import effnetv2.data.ffcv_loader  # noqa: F401  (fail now, with install advice, if ffcv is missing)
+        self.sampler = check_sampler(sampler, loader)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -156,6 +181,11 @@ class ImageDataModule(L.LightningDataModule):
         self.beton_jpeg_quality = beton_jpeg_quality
         self.beton_write_mode = beton_write_mode
         EvalTransform(eval_size, crop_pct)  # validates crop_pct now rather than at the first batch
+        self.extra_transforms = [
+            OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else entry
+            for entry in extra_transforms
+        ]
+        check_extra_transforms(self.extra_transforms, in_chans)
         self._splits: dict[str, SampleSet | None] = {}
         self._settings: LiveSettings | None = None
         self._randaugment: RandAugment | None = None
@@ -274,22 +304,51 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"{self.name} has no {split} split")
         return samples.labels
 
+    def _fold_and_group_columns(self, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The train samples' folds and groups (CSV data.fold_column / data.group_column), or None."""
+        if not (getattr(self.source, "fold_column", None) or getattr(self.source, "group_column", None)):
+            return None, None
+        samples = self._split("train")
+        if len(samples) != count:
+            raise DataError(
+                f"the train .beton has {count} samples, the CSV lists {len(samples)} readable ones: folds "
+                "and groups cannot be matched to them; fix or remove the images prepare_data skipped"
+            )
+        return samples.folds, samples.groups
+
     def _plan(self) -> dict[str, tuple[str, np.ndarray]]:
         """For train and val: which split's samples and which indices of it."""
         labels = self._labels("train")
         pool = np.arange(len(labels))
         if self.subset is not None:
             pool = stratified_subset(labels, self.subset, self.seed)
+        folds, groups = self._fold_and_group_columns(len(labels))
+        if folds is not None:
+            self.num_folds = column_fold_count(folds, self.num_folds, self.fold)
+            train, val = pool[folds[pool] != self.fold], pool[folds[pool] == self.fold]
+            if groups is not None:
+                check_groups_apart(groups, train, val)
+            log.info("validation: fold %d of the %d in data.fold_column", self.fold, self.num_folds)
+            return {"train": ("train", train), "val": ("train", val)}
         if self.num_folds > 1:
-            train, val = stratified_kfold(labels[pool], self.num_folds, self.fold, self.seed)
+            if groups is not None:
+                train, val = stratified_group_kfold(
+                    labels[pool], groups[pool], self.num_folds, self.fold, self.seed
+                )
+            else:
+                train, val = stratified_kfold(labels[pool], self.num_folds, self.fold, self.seed)
             log.info("validation: fold %d of %d", self.fold, self.num_folds)
             return {"train": ("train", pool[train]), "val": ("train", pool[val])}
         if self._has_split("val"):
             log.info("validation: the data set's val split")
             return {"train": ("train", pool), "val": ("val", np.arange(len(self._labels("val"))))}
         if self.val_fraction > 0:
-            train, val = stratified_split(labels[pool], self.val_fraction, self.seed)
-            log.info("validation: a stratified %.0f%% of train", 100 * self.val_fraction)
+            if groups is not None:
+                num_folds = max(2, round(1 / self.val_fraction))
+                train, val = stratified_group_kfold(labels[pool], groups[pool], num_folds, 0, self.seed)
+            else:
+                train, val = stratified_split(labels[pool], self.val_fraction, self.seed)
+            log.info("validation: a stratified %.0f%% of train", 100 * len(val) / len(pool))
             return {"train": ("train", pool[train]), "val": ("train", pool[val])}
         plan = {"train": ("train", pool)}
         if self._has_split("test") and (test_labels := self._labels("test")).min(initial=0) >= 0:
@@ -298,6 +357,13 @@ class ImageDataModule(L.LightningDataModule):
         else:
             log.info("validation: none (data.val_fraction=0 and no labeled test split)")
         return plan
+
+    def train_labels(self) -> np.ndarray:
+        """Labels of the samples the train loader draws from (after subset and split): class weights."""
+        if "train" not in self._roles:
+            self.setup("fit")
+        split, indices = self._roles["train"]
+        return self._labels(split)[indices]
 
     def samples(self, role: str) -> SampleSet | None:
         """The samples a loader of `role` ("train", "val", "test") reads, as the source lists them
@@ -389,12 +455,14 @@ class ImageDataModule(L.LightningDataModule):
             randaug_magnitude=self._randaug_magnitude,
             randaug_ops=self.randaug_ops,
             randaug_policy=self.randaug_policy,
+            extra=[build_extra_transform(entry) for entry in self.extra_transforms],
             seed=self.seed,
         )
 
     def _torch_dataloader(self, samples: SampleSet, train: bool) -> DataLoader:
         transform = self._train_transform() if train else EvalTransform(self._eval_size, self.crop_pct)
         dataset = ImageDataset(samples, transform, self._settings, self.in_chans, self.on_bad_image)
+        balanced = train and self.sampler == "balanced"
         return make_loader(
             dataset,
             self.batch_size,
@@ -403,6 +471,7 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate=NormalizingCollate(self.mean, self.std),
+            sampler=BalancedSampler(samples.labels, *self._replicas(), seed=self.seed) if balanced else None,
         )
 
     def eval_dataloader(self, samples: SampleSet) -> DataLoader:
@@ -471,6 +540,14 @@ class ImageDataModule(L.LightningDataModule):
             return self.trainer.world_size > 1
         return torch.distributed.is_available() and torch.distributed.is_initialized()
 
+    def _replicas(self) -> tuple[int, int]:
+        """(number of processes, this one's rank) sharing the train data."""
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
+        if self._distributed():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
     def _ffcv_dataloader(self, role: str, split: str, indices: np.ndarray) -> Any:
         if role not in self._ffcv_loaders:
             from effnetv2.data.ffcv_loader import FFCVLoader
@@ -491,6 +568,7 @@ class ImageDataModule(L.LightningDataModule):
                 crop_pct=self.crop_pct,
                 hflip=self.hflip,
                 randaugment=self._randaugment if train else None,
+                extra_transforms=[build_extra_transform(e) for e in self.extra_transforms] if train else (),
                 distributed=self._distributed(),
                 seed=self.seed,
             )

@@ -28,6 +28,7 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 
@@ -187,13 +188,14 @@ def beton_labels(beton: Path) -> np.ndarray:
 
 
 class RandAugmentOp(Operation):
-    """Plain-Python stage: RandAugment on each uint8 H x W x 3 image of the batch.
+    """Plain-Python stage: RandAugment (or the extra transforms' Compose) on each uint8 H x W x 3 image
+    of the batch; the image keeps its size.
 
     Runs in FFCV's loader thread; `num_threads` threads share the batch, which pays off when cv2
     (which releases the GIL) dominates, i.e. at larger image sizes.
     """
 
-    def __init__(self, randaugment: RandAugment, num_threads: int) -> None:
+    def __init__(self, randaugment: RandAugment | A.Compose, num_threads: int) -> None:
         super().__init__()
         self.randaugment = randaugment
         self.num_threads = max(1, num_threads)
@@ -299,7 +301,8 @@ def _next_batch(epoch: Any) -> Any:
 class FFCVLoader:
     """An FFCV Loader over `indices` of a beton, yielding (float32 N x C x H x W, int64 N) batches.
 
-    Train: random-resized crop to the current size, flip, RandAugment at the current magnitude.
+    Train: random-resized crop to the current size, flip, RandAugment at the current magnitude, then
+    `extra_transforms` (keeping the size).
     Eval: centre crop of crop_pct of the shorter side, resized to the current size.
     """
 
@@ -319,6 +322,7 @@ class FFCVLoader:
         crop_pct: float = 0.875,
         hflip: bool = True,
         randaugment: RandAugment | None = None,
+        extra_transforms: Sequence[A.BasicTransform] = (),
         distributed: bool = False,
         seed: int = 0,
     ) -> None:
@@ -333,6 +337,8 @@ class FFCVLoader:
                 compiled.append(RandomHorizontalFlip())
             if randaugment is not None and randaugment.num_ops > 0:
                 python.append(RandAugmentOp(randaugment, num_workers))
+            if extra_transforms:  # data.extra_transforms, after RandAugment as on the torch path
+                python.append(RandAugmentOp(A.Compose(list(extra_transforms), seed=seed), num_workers))
         else:
             self.decoder = CenterCropRGBImageDecoder(size, ratio=crop_pct)
         pipelines = {

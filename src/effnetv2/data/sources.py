@@ -34,18 +34,24 @@ _LISTED_PROBLEMS = 10
 class SampleSet:
     """The samples of one split: in-memory uint8 images (N x H x W x C) or file paths, and labels.
 
-    Labels are class indices, or UNLABELED (-1) for an unlabeled test set.
+    Labels are class indices, or UNLABELED (-1) for an unlabeled test set. A CSV source may add each
+    sample's fold (data.fold_column) and group (data.group_column), which the split plan honours.
     """
 
     labels: np.ndarray
     images: np.ndarray | None = None
     paths: tuple[Path, ...] | None = None
+    folds: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.paths is None):
             raise ValueError("a SampleSet holds either images or paths")
         if len(self.labels) != len(self.images if self.images is not None else self.paths):
             raise ValueError("a SampleSet needs one label per sample")
+        columns = [column for column in (self.folds, self.groups) if column is not None]
+        if any(len(column) != len(self.labels) for column in columns):
+            raise ValueError("a SampleSet needs one fold and group per sample")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,9 +62,13 @@ class SampleSet:
 
     def subset(self, indices: np.ndarray) -> SampleSet:
         indices = np.asarray(indices, dtype=np.int64)
-        if self.images is not None:
-            return SampleSet(labels=self.labels[indices], images=self.images[indices])
-        return SampleSet(labels=self.labels[indices], paths=tuple(self.paths[i] for i in indices))
+        return SampleSet(
+            labels=self.labels[indices],
+            images=self.images[indices] if self.images is not None else None,
+            paths=tuple(self.paths[i] for i in indices) if self.paths is not None else None,
+            folds=self.folds[indices] if self.folds is not None else None,
+            groups=self.groups[indices] if self.groups is not None else None,
+        )
 
     def name(self, index: int) -> str:
         """What to call sample `index` in messages and prediction files: its path or its position."""
@@ -210,24 +220,26 @@ def _has_image(folder: Path) -> bool:
     )
 
 
-def _checked_files(
-    files: list[tuple[Path, int]], on_bad_image: str, what: str
-) -> tuple[list[Path], list[int]]:
-    """Keep the (path, label) pairs whose header check passes; report the others."""
-    paths, labels, problems = [], [], []
-    for path, label in files:
+def _checked_files(files: list[tuple[Path, int]], on_bad_image: str, what: str) -> np.ndarray:
+    """Positions in `files` of the (path, label) pairs whose header check passes; report the others."""
+    kept, problems = [], []
+    for position, (path, _) in enumerate(files):
         reason = check_image_file(path)
         if reason is None:
-            paths.append(path)
-            labels.append(label)
+            kept.append(position)
         else:
             problems.append((str(path), reason))
     settle_bad_inputs(problems, on_bad_image, what)
-    return paths, labels
+    return np.asarray(kept, dtype=np.int64)
 
 
-def _labeled_paths(paths: list[Path], labels: list[int]) -> SampleSet:
-    return SampleSet(labels=np.asarray(labels, dtype=np.int64), paths=tuple(paths))
+def _labeled_paths(files: list[tuple[Path, int]], kept: np.ndarray, **columns: np.ndarray) -> SampleSet:
+    """The kept files as a SampleSet; `columns` (folds, groups) hold one value per file."""
+    return SampleSet(
+        labels=np.asarray([files[i][1] for i in kept], dtype=np.int64),
+        paths=tuple(files[i][0] for i in kept),
+        **{name: values[kept] for name, values in columns.items()},
+    )
 
 
 class ImageFolder(DataSource):
@@ -285,10 +297,10 @@ class ImageFolder(DataSource):
         if ignored:
             log.info("%s: ignored %d files without an image extension", folder, ignored)
         settle_bad_inputs(unseen, self.on_bad_image, f"{split} images of classes unseen in training")
-        paths, labels = _checked_files(files, self.on_bad_image, f"image files in {folder}")
-        if not paths:
+        kept = _checked_files(files, self.on_bad_image, f"image files in {folder}")
+        if not len(kept):
             raise DataError(f"no readable images in {folder}")
-        return _labeled_paths(paths, labels)
+        return _labeled_paths(files, kept)
 
 
 def list_images(folder: str | Path) -> SampleSet:
@@ -297,10 +309,11 @@ def list_images(folder: str | Path) -> SampleSet:
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist")
     images, _ = _image_files(folder)
-    paths, labels = _checked_files([(path, UNLABELED) for path in images], "skip", f"image files in {folder}")
-    if not paths:
+    files = [(path, UNLABELED) for path in images]
+    kept = _checked_files(files, "skip", f"image files in {folder}")
+    if not len(kept):
         raise DataError(f"no readable images in {folder}")
-    return _labeled_paths(paths, labels)
+    return _labeled_paths(files, kept)
 
 
 # CSV (Kaggle layout) ---------------------------------------------------------------------------
@@ -318,6 +331,8 @@ class CsvSource(DataSource):
 
     The image of a row is `root/image_dir/<id><extension>` (the extension is added only when the
     id lacks it). An optional test CSV may carry labels (evaluation) or not (prediction only).
+    The train CSV may also give each row a fold (`fold_column`, integers 0..K-1) and a group
+    (`group_column`, e.g. a patient id: samples of a group must not be split between train and val).
     """
 
     kind = "csv"
@@ -332,6 +347,8 @@ class CsvSource(DataSource):
         extension: str = "",
         test_csv: str | None = None,
         test_image_dir: str = "test",
+        fold_column: str | None = None,
+        group_column: str | None = None,
         on_bad_image: str = "error",
     ) -> None:
         self.root = Path(root)
@@ -342,10 +359,13 @@ class CsvSource(DataSource):
         self.extension = extension
         self.test_csv = test_csv
         self.test_image_dir = test_image_dir
+        self.fold_column = fold_column
+        self.group_column = group_column
         self.on_bad_image = check_policy(on_bad_image)
 
-    def _read(self, name: str, need_label: bool) -> tuple[list[dict[str, str]], bool]:
-        """Rows of a CSV under root and whether it has the label column."""
+    def _read(self, name: str, train: bool) -> tuple[list[dict[str, str]], bool]:
+        """Rows of a CSV under root and whether it has the label column (required in the train CSV,
+        with the fold and group columns when set)."""
         path = self.root / name
         if not path.is_file():
             raise DataError(
@@ -355,13 +375,14 @@ class CsvSource(DataSource):
             reader = csv.DictReader(file)
             columns = reader.fieldnames or []
             rows = list(reader)
-        missing = [
-            c for c in (self.id_column, self.label_column if need_label else None) if c and c not in columns
-        ]
+        required = [self.id_column]
+        if train:
+            required += [c for c in (self.label_column, self.fold_column, self.group_column) if c]
+        missing = [c for c in required if c not in columns]
         if missing:
             raise DataError(
-                f"CSV file {path} has no column(s) {missing}; its columns are {columns}. "
-                "Set data.id_column / data.label_column to the right names."
+                f"CSV file {path} has no column(s) {missing}; its columns are {columns}. Set data.id_column "
+                "/ data.label_column (data.fold_column / data.group_column) to the right names."
             )
         return rows, self.label_column in columns
 
@@ -373,7 +394,7 @@ class CsvSource(DataSource):
 
     @cached_property
     def _class_names(self) -> list[str]:
-        rows, _ = self._read(self.train_csv, need_label=True)
+        rows, _ = self._read(self.train_csv, train=True)
         values = {(row[self.label_column] or "").strip() for row in rows} - {""}
         if not values:
             raise DataError(
@@ -392,9 +413,9 @@ class CsvSource(DataSource):
             csv_name, image_dir = self.test_csv, self.test_image_dir
         else:
             return None
-        rows, labeled = self._read(csv_name, need_label=split == "train")
+        rows, labeled = self._read(csv_name, train=split == "train")
         index = {name: i for i, name in enumerate(self._class_names)}
-        files, problems = [], []
+        files, listed, problems = [], [], []
         for line, row in enumerate(rows, start=2):  # line 1 is the header
             image_id = (row[self.id_column] or "").strip()
             label = (row[self.label_column] or "").strip() if labeled else None
@@ -409,11 +430,36 @@ class CsvSource(DataSource):
                 problems.append((where, f"image {path} does not exist"))
             else:
                 files.append((path, index[label] if labeled else UNLABELED))
+                listed.append((line, row))
         settle_bad_inputs(problems, self.on_bad_image, f"rows in {self.root / csv_name}")
-        paths, labels = _checked_files(files, self.on_bad_image, f"image files listed in {csv_name}")
-        if not paths:
+        kept = _checked_files(files, self.on_bad_image, f"image files listed in {csv_name}")
+        if not len(kept):
             raise DataError(f"no readable images listed in {self.root / csv_name}")
-        return _labeled_paths(paths, labels)
+        return _labeled_paths(files, kept, **(self._split_columns(listed) if split == "train" else {}))
+
+    def _split_columns(self, listed: list[tuple[int, dict[str, str]]]) -> dict[str, np.ndarray]:
+        """Folds and groups of the listed (line, row) pairs of the train CSV, when their columns are set."""
+        columns = {}
+        where = f"of {self.root / self.train_csv}"
+        if self.fold_column:
+            values = [(line, (row[self.fold_column] or "").strip()) for line, row in listed]
+            bad = [f"line {line}: {value!r}" for line, value in values if not value.isdigit()]
+            if bad:
+                raise DataError(
+                    f"column {self.fold_column!r} (data.fold_column) {where} needs fold numbers 0, 1, ...; "
+                    f"{len(bad)} rows have none, e.g. {', '.join(bad[:_LISTED_PROBLEMS])}"
+                )
+            columns["folds"] = np.array([int(value) for _, value in values], dtype=np.int64)
+        if self.group_column:
+            values = [(line, (row[self.group_column] or "").strip()) for line, row in listed]
+            empty = [line for line, value in values if not value]
+            if empty:
+                raise DataError(
+                    f"column {self.group_column!r} (data.group_column) {where} is empty on {len(empty)} "
+                    f"rows, e.g. lines {empty[:_LISTED_PROBLEMS]}; give every row a group"
+                )
+            columns["groups"] = np.array([value for _, value in values])
+        return columns
 
 
 def build_source(

@@ -1,4 +1,4 @@
-"""Stratified, seeded index splits over a label array: train/val, K-fold and subsets.
+"""Stratified, seeded index splits over a label array: train/val, K-fold (also by groups) and subsets.
 
 Pure functions of (labels, seed): the same seed always gives the same split, so a run can be
 repeated and K folds of a cross-validation never overlap.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from effnetv2.errors import ConfigError
+from effnetv2.errors import ConfigError, DataError
 
 
 def _class_members(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -53,6 +53,15 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(train), np.sort(val)
 
 
+def _check_fold(num_folds: int, fold: int) -> None:
+    if num_folds < 2:
+        raise ConfigError(f"data.num_folds={num_folds}: K-fold needs at least 2 folds")
+    if not 0 <= fold < num_folds:
+        raise ConfigError(
+            f"data.fold={fold} is out of range for data.num_folds={num_folds} (0..{num_folds - 1})"
+        )
+
+
 def stratified_kfold(
     labels: np.ndarray, num_folds: int, fold: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -62,13 +71,78 @@ def stratified_kfold(
     fold sizes differ by at most one and every class is spread evenly.
     """
     labels = np.asarray(labels)
-    if num_folds < 2:
-        raise ConfigError(f"data.num_folds={num_folds}: K-fold needs at least 2 folds")
-    if not 0 <= fold < num_folds:
-        raise ConfigError(
-            f"data.fold={fold} is out of range for data.num_folds={num_folds} (0..{num_folds - 1})"
-        )
+    _check_fold(num_folds, fold)
     order = np.concatenate(_class_members(labels, np.random.default_rng(seed)))
     fold_of = np.empty(len(labels), dtype=np.int64)
     fold_of[order] = np.arange(len(order)) % num_folds
     return np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+
+
+def stratified_group_kfold(
+    labels: np.ndarray, groups: np.ndarray, num_folds: int, fold: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) sorted indices where fold `fold` of `num_folds` is val and no group is in both.
+
+    Whole groups are dealt, largest first (equal sizes in seeded random order), each to the fold where
+    the class shares (a fold's samples of a class / all samples of that class) then vary least over
+    the folds, ties to the fold with fewest samples: folds as stratified and as even as the groups
+    allow (scikit-learn's StratifiedGroupKFold criterion).
+    """
+    labels = np.asarray(labels)
+    _check_fold(num_folds, fold)
+    names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    if len(names) < num_folds:
+        raise ConfigError(
+            f"data.num_folds={num_folds} but data.group_column has only {len(names)} groups: "
+            f"use at most {len(names)} folds"
+        )
+    _, class_of = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(names), class_of.max(initial=0) + 1), dtype=np.int64)
+    np.add.at(counts, (group_of, class_of), 1)
+    shuffled = np.random.default_rng(seed).permutation(len(names))
+    order = shuffled[np.argsort(-counts[shuffled].sum(axis=1), kind="stable")]
+    totals = counts.sum(axis=0)
+    fold_counts = np.zeros((num_folds, counts.shape[1]), dtype=np.int64)
+    fold_of_group = np.empty(len(names), dtype=np.int64)
+    each_fold = np.eye(num_folds, dtype=np.int64)[:, :, None]  # candidate f adds the group to fold f only
+    for group in order:
+        candidates = fold_counts[None] + each_fold * counts[group]
+        spread = (candidates / totals).std(axis=1).mean(axis=1)
+        best = np.flatnonzero(np.isclose(spread, spread.min()))
+        chosen = best[np.argmin(fold_counts[best].sum(axis=1))]
+        fold_counts[chosen] += counts[group]
+        fold_of_group[group] = chosen
+    fold_of = fold_of_group[group_of]
+    return np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+
+
+def column_fold_count(folds: np.ndarray, num_folds: int, fold: int) -> int:
+    """The number of folds K in a data set's own fold column (data.fold_column), checked: the column
+    numbers its folds 0..K-1, `num_folds` is 1 (take K from the column) or K, and `fold` is one of them."""
+    present = np.unique(folds)
+    count = len(present)
+    if count < 2 or not np.array_equal(present, np.arange(count)):
+        raise DataError(
+            f"data.fold_column holds the folds {present.tolist()[:20]}: it needs at least 2 folds, "
+            "numbered 0..K-1 without gaps"
+        )
+    if num_folds not in (1, count):
+        raise ConfigError(
+            f"data.num_folds={num_folds} but data.fold_column has {count} folds: "
+            f"set data.num_folds={count} or leave it at 1"
+        )
+    if not 0 <= fold < count:
+        raise ConfigError(
+            f"data.fold={fold} is out of range for the {count} folds of data.fold_column (0..{count - 1})"
+        )
+    return count
+
+
+def check_groups_apart(groups: np.ndarray, train: np.ndarray, val: np.ndarray) -> None:
+    """Refuse train/val indices (e.g. a fold of data.fold_column) that put a group on both sides."""
+    shared = np.intersect1d(groups[train], groups[val])
+    if len(shared):
+        raise DataError(
+            f"{len(shared)} groups of data.group_column have samples in both train and val, e.g. "
+            f"{shared[:5].tolist()}: fix data.fold_column, or drop it to make group folds"
+        )

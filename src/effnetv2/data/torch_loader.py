@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from effnetv2.data.decode import convert_channels, read_image
 from effnetv2.data.sources import SampleSet
@@ -161,14 +161,17 @@ def make_loader(
     pin_memory: bool,
     persistent_workers: bool,
     collate: NormalizingCollate,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A DataLoader over `dataset`: shuffled without the last partial batch for training."""
+    """A DataLoader over `dataset`: shuffled (or drawn by `sampler`) without the last partial batch
+    for training."""
     if num_workers > 0:
         single_threaded_opencv()
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         drop_last=train and len(dataset) >= batch_size,
         num_workers=num_workers,
         pin_memory=pin_memory and torch.cuda.is_available(),

@@ -4,12 +4,17 @@ albumentations 2.x only *warns* about unknown or renamed arguments, so a misspel
 silently falls back to a default. `strict()` constructs every transform in strict mode and turns
 albumentations' warnings into errors. Image size and RandAugment magnitude are attributes the
 loaders set between epochs; nothing is rebuilt.
+
+`data.extra_transforms` adds albumentations transforms from the config ({_target_: albumentations.<Name>,
+<arguments>}) at the end of the train pipeline: after the crop, the flip and RandAugment, so they see
+the image at its final size and RandAugment's colour operations do not rework them (noise, dropout).
 """
 
 from __future__ import annotations
 
+import difflib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import albumentations as A
@@ -30,12 +35,69 @@ def strict(transform_class: type[T], **kwargs: Any) -> T:
             return transform_class(**kwargs, strict=True)
     except (ValueError, TypeError, UserWarning, DeprecationWarning) as error:
         raise ConfigError(
-            f"invalid arguments for albumentations.{transform_class.__name__}{kwargs}: {error}"
+            f"invalid arguments for albumentations.{transform_class.__name__}{kwargs}: {_one_line(error)}"
         ) from error
 
 
+def _one_line(error: Exception) -> str:
+    """albumentations passes on pydantic's validation message: several lines and a link."""
+    return " ".join(str(error).split(" For further information")[0].split())
+
+
+def build_extra_transform(entry: Mapping[str, Any], **override: Any) -> A.BasicTransform:
+    """One `data.extra_transforms` entry as a strictly built albumentations transform (`override`
+    replaces arguments); a misspelled class or argument raises ConfigError."""
+    if not isinstance(entry, Mapping) or "_target_" not in entry:
+        raise ConfigError(
+            "data.extra_transforms entries are {_target_: albumentations.<Name>, ...} mappings, got "
+            f"{entry!r} (a data config of your own needs `_recursive_: false` so Hydra passes them unbuilt)"
+        )
+    target = str(entry["_target_"])
+    package, _, name = target.partition(".")
+    name = name.rpartition(".")[2]
+    transform_class = getattr(A, name, None) if package == "albumentations" else None
+    if not (isinstance(transform_class, type) and issubclass(transform_class, A.BasicTransform)):
+        matches = difflib.get_close_matches(name, [n for n in dir(A) if not n.startswith("_")], n=3)
+        hint = f" (did you mean {' or '.join('albumentations.' + m for m in matches)}?)" if matches else ""
+        raise ConfigError(
+            f"data.extra_transforms: {target!r} is not an albumentations transform{hint}; "
+            "write e.g. {_target_: albumentations.GaussNoise, p: 0.2}"
+        )
+    arguments = {key: value for key, value in entry.items() if key != "_target_"}
+    try:
+        return strict(transform_class, **{**arguments, **override})
+    except ConfigError as error:
+        raise ConfigError(f"data.extra_transforms: {error}") from error
+
+
+def check_extra_transforms(entries: Sequence[Mapping[str, Any]], channels: int) -> None:
+    """Build every entry and run it once (p=1) on a random image with `channels` channels: arguments
+    albumentations accepts but cannot use, and transforms that change the image size (they would undo
+    the crop to the current size), fail at start instead of in a loader worker."""
+    image = np.random.default_rng(0).integers(0, 256, size=(32, 32, channels), dtype=np.uint8)
+    for entry in entries:
+        build_extra_transform(entry)  # the arguments as written (errors then quote them)
+        transform = build_extra_transform(entry, p=1.0)
+        name = type(transform).__name__
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # e.g. "not applicable to grayscale image"
+                result = _with_channel_axis(transform(image=image)["image"], image)
+        except Exception as error:
+            raise ConfigError(
+                f"data.extra_transforms: albumentations.{name} fails on a {channels}-channel image: "
+                f"{_one_line(error)}"
+            ) from error
+        if result.shape != image.shape:
+            raise ConfigError(
+                f"data.extra_transforms: albumentations.{name} turns a {image.shape} image into "
+                f"{result.shape}; use transforms that keep the size (the crop sets it)"
+            )
+
+
 class TrainTransform:
-    """Random-resized-crop to the current size, optional horizontal flip, RandAugment.
+    """Random-resized-crop to the current size, optional horizontal flip, RandAugment, then `extra`
+    (data.extra_transforms, already built).
 
     `set_size` and `randaugment.magnitude` change what the next call does.
     """
@@ -50,6 +112,7 @@ class TrainTransform:
         randaug_magnitude: float = 10.0,
         randaug_ops: Sequence[str] | None = None,
         randaug_policy: str = "increasing",
+        extra: Sequence[A.BasicTransform] = (),
         seed: int | None = None,
     ) -> None:
         self.crop = strict(
@@ -66,6 +129,7 @@ class TrainTransform:
             steps.append(strict(A.HorizontalFlip, p=0.5))
         if randaug_num_ops > 0:
             steps.append(self.randaugment)
+        steps.extend(extra)
         self.pipeline = strict(A.Compose, transforms=steps, seed=seed)
 
     @property

@@ -78,7 +78,7 @@ def save_atomically(content: Any, path: str | os.PathLike[str]) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         # 0o666 & ~umask, like a plain open(): checkpoints stay readable to the group on clusters.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as file:
             torch.save(content, file)
             file.flush()
@@ -336,8 +336,14 @@ def ignore_interrupts_in_worker() -> None:
     instead of finishing its step and writing the checkpoint. A SIGTERM from the parent still ends the
     worker, as torch's own handler does, so shutting workers down never hangs; workers whose parent was
     killed exit on their own (torch watches the parent).
+
+    Telling the parent's SIGTERM from others needs POSIX signal masks and `sigwaitinfo`: Windows has
+    neither, macOS lacks `sigwaitinfo`. There SIGTERM keeps its default (blocking it with nobody waiting
+    would make the worker impossible to terminate) and only SIGINT (Ctrl-C) is ignored.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not (hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwaitinfo")):
+        return
     # Block SIGTERM in this thread (threads started later inherit the mask); one thread waits for it and
     # reads who sent it, which a Python signal handler cannot.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})

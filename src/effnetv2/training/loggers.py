@@ -1,4 +1,5 @@
-"""Logger set-up: W&B works with no account (offline), online is one override away."""
+"""Logger set-up: W&B works with no account (offline), online is one override away, and a resumed
+training logs on into the W&B run it began (its id is kept in the run folder and the checkpoints)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from effnetv2.errors import ConfigError
+from effnetv2.training.faults import read_checkpoint
 
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+# The W&B run a run folder logs to: `<run folder>/wandb_run_id`, and the same key in its checkpoints.
+WANDB_RUN_ID = "wandb_run_id"
 
 
 def wandb_credentials_present() -> bool:
@@ -67,6 +73,66 @@ def prepare_logger_configs(logger_cfg: DictConfig | None) -> DictConfig | None:
             wandb_cfg.log_model = False
         Path(wandb_cfg.save_dir).mkdir(parents=True, exist_ok=True)
     return logger_cfg
+
+
+def wandb_run_id_of_checkpoint(ckpt_path: str | None) -> str | None:
+    """The W&B run id of the training that wrote `ckpt_path`, so resuming from it continues that W&B run.
+
+    `<run folder>/wandb_run_id` beside `<run folder>/checkpoints/` is read first (no checkpoint load);
+    the id stored in the checkpoint serves checkpoints moved out of their run folder. None: neither has
+    one (a checkpoint written before run ids were kept, or without W&B).
+    """
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path)
+    beside = path.parent.parent / WANDB_RUN_ID
+    if path.parent.name == "checkpoints" and beside.is_file():
+        return beside.read_text().strip() or None
+    run_id = read_checkpoint(path).get(WANDB_RUN_ID)
+    return str(run_id) if run_id else None
+
+
+def resume_wandb_run(logger_cfg: DictConfig | None, ckpt_path: str | None) -> None:
+    """Point the W&B logger (`logger.wandb.id`) at the W&B run of the checkpoint being resumed, so a
+    resumed training logs on into the run it began instead of starting a second one. An id set in the
+    config wins; without one to resume, wandb.init makes a new run (in a W&B sweep, the agent's)."""
+    if not logger_cfg or "wandb" not in logger_cfg or logger_cfg.wandb.get("id"):
+        return
+    run_id = wandb_run_id_of_checkpoint(ckpt_path)
+    if run_id:
+        with open_dict(logger_cfg):
+            logger_cfg.wandb.id = run_id
+
+
+class KeepWandbRunId(L.Callback):
+    """Keeps the id of the W&B run the training logs to in `<output_dir>/wandb_run_id` and in every
+    checkpoint, where `wandb_run_id_of_checkpoint` finds it when the training is resumed. The id is the
+    one W&B uses, read from the logger: a W&B sweep replaces a configured one by the agent's."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        logger = wandb_logger(trainer)
+        if stage == "fit" and logger is not None and trainer.is_global_zero:
+            (self.output_dir / WANDB_RUN_ID).write_text(f"{logger.experiment.id}\n")
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        logger = wandb_logger(trainer)
+        if logger is not None:
+            checkpoint[WANDB_RUN_ID] = logger.experiment.id
+
+
+def wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
+    """The trainer's W&B logger on rank 0 (the only rank with a W&B run), unless W&B is `disabled`."""
+    if not trainer.is_global_zero:
+        return None
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and not logger.experiment.disabled:
+            return logger
+    return None
 
 
 def finish_wandb() -> None:

@@ -2,6 +2,11 @@
 
 Everything the progressive-learning callback changes between stages is a setter here
 (mixup/CutMix alpha, dropout, drop-path), so the callback never reaches into internals.
+
+`monitor` names the validation metric that picks the best checkpoint (conf/callbacks/default.yaml
+reads it, with its mode from `monitor_mode`), which the final test and the out-of-fold predictions use.
+Macro-F1 is logged always (it costs a confusion count per batch); macro AUROC keeps every validation
+probability until the epoch ends, so it is computed only when monitored.
 """
 
 from __future__ import annotations
@@ -16,12 +21,29 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
+from effnetv2.data.balance import balanced_class_weights
 from effnetv2.data.mixup import MixupCutmix
+from effnetv2.errors import ConfigError
 from effnetv2.training.faults import check_checkpoint_fits
 from effnetv2.training.finetune import parameter_groups as finetune_parameter_groups
 from effnetv2.training.optim import lr_lambda, parameter_groups
+
+MONITOR_MODES = {"val/acc": "max", "val/loss": "min", "val/f1_macro": "max", "val/auroc": "max"}
+CLASS_WEIGHTS = (None, "balanced")
+
+
+def monitor_mode(monitor: str) -> str:
+    """ModelCheckpoint's mode for `module.monitor` (the `${monitor_mode:...}` resolver of the configs)."""
+    if monitor not in MONITOR_MODES:
+        raise ConfigError(f"module.monitor={monitor!r} is not one of {list(MONITOR_MODES)}")
+    return MONITOR_MODES[monitor]
 
 
 def _plain(config: Any) -> Any:
@@ -78,9 +100,14 @@ class ClassificationModule(L.LightningModule):
         lr_batch_base: int | None = 256,
         channels_last: bool = False,
         compile: bool = False,
+        monitor: str = "val/acc",
+        class_weights: str | None = None,
         data: dict | None = None,
     ) -> None:
         super().__init__()
+        monitor_mode(monitor)
+        if class_weights not in CLASS_WEIGHTS:
+            raise ConfigError(f"module.class_weights={class_weights!r} is not one of {list(CLASS_WEIGHTS)}")
         model, optimizer, lr_scheduler = _plain(model), _plain(optimizer), _plain(lr_scheduler)
         self.save_hyperparameters(
             dict(
@@ -96,6 +123,8 @@ class ClassificationModule(L.LightningModule):
                 lr_batch_base=lr_batch_base,
                 channels_last=channels_last,
                 compile=compile,
+                monitor=monitor,
+                class_weights=class_weights,
                 data=_plain(data),
             ),
             logger=False,  # the pipeline logs the whole run config, these values included
@@ -112,8 +141,15 @@ class ClassificationModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        with_auroc = monitor == "val/auroc"
+        self.val_auroc = MulticlassAUROC(num_classes, average="macro") if with_auroc else None
+        self.test_auroc = MulticlassAUROC(num_classes, average="macro") if with_auroc else None
+        # module.class_weights=balanced: set in `setup` from the train split's labels; not in checkpoints
+        self.register_buffer("class_weight", None, persistent=False)
         self.test_acc_per_class = MulticlassAccuracy(num_classes, average=None)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self._epoch_start: float | None = None
@@ -132,6 +168,12 @@ class ClassificationModule(L.LightningModule):
     def set_drop_path_rate(self, rate: float) -> None:
         self.model.set_drop_path_rate(rate)
 
+    def setup(self, stage: str) -> None:
+        """Balanced class weights need the train split, which the data module knows once set up."""
+        if stage == "fit" and self.hparams.class_weights == "balanced":
+            weights = balanced_class_weights(self.trainer.datamodule.train_labels(), self.hparams.num_classes)
+            self.class_weight = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+
     # Forward and steps ----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -142,7 +184,7 @@ class ClassificationModule(L.LightningModule):
         images, targets = batch
         mixed, soft_targets = self.mixup(images, targets)
         logits = self(mixed)
-        loss = F.cross_entropy(logits, soft_targets)
+        loss = F.cross_entropy(logits, soft_targets, weight=self.class_weight)
         self.train_acc(logits.detach(), targets)
         self._epoch_images += images.shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
@@ -156,8 +198,13 @@ class ClassificationModule(L.LightningModule):
         self.log("val/loss", F.cross_entropy(logits, targets), prog_bar=True, sync_dist=True)
         self.val_acc(logits, targets)
         self.val_acc_top5(logits, targets)
+        self.val_f1(logits, targets)
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log("val/acc_top5", self.val_acc_top5)
+        self.log("val/f1_macro", self.val_f1)
+        if self.val_auroc is not None:
+            self.val_auroc(logits, targets)
+            self.log("val/auroc", self.val_auroc)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, targets = batch
@@ -165,10 +212,15 @@ class ClassificationModule(L.LightningModule):
         self.log("test/loss", F.cross_entropy(logits, targets), sync_dist=True)
         self.test_acc(logits, targets)
         self.test_acc_top5(logits, targets)
+        self.test_f1(logits, targets)
         self.test_acc_per_class.update(logits, targets)
         self.test_confusion.update(logits, targets)
         self.log("test/acc", self.test_acc)
         self.log("test/acc_top5", self.test_acc_top5)
+        self.log("test/f1_macro", self.test_f1)
+        if self.test_auroc is not None:
+            self.test_auroc(logits, targets)
+            self.log("test/auroc", self.test_auroc)
 
     def on_test_epoch_start(self) -> None:
         self.test_acc_per_class.reset()

@@ -18,7 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from effnetv2.errors import CheckpointError
 from effnetv2.models.summary import format_summary, model_summary
 from effnetv2.training.faults import AtomicCheckpointIO
-from effnetv2.training.loggers import finish_wandb, prepare_logger_configs, wandb_run_config
+from effnetv2.training.loggers import (
+    KeepWandbRunId,
+    finish_wandb,
+    prepare_logger_configs,
+    resume_wandb_run,
+    wandb_run_config,
+)
 from effnetv2.training.module import ClassificationModule
 
 log = logging.getLogger(__name__)
@@ -97,8 +103,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     else:  # DDP: rank 0 alone writes the run folder and the info log; other ranks report warnings only
         logging.getLogger("effnetv2").setLevel(logging.WARNING)
 
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(prepare_logger_configs(cfg.get("logger")))
+    ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
+    callbacks = [*instantiate_group(cfg.get("callbacks")), KeepWandbRunId(output_dir)]
+    logger_cfg = prepare_logger_configs(cfg.get("logger"))
+    resume_wandb_run(logger_cfg, ckpt_path)  # a resumed training logs on into its W&B run
+    loggers = instantiate_group(logger_cfg)
     # AtomicCheckpointIO: a kill while saving never truncates last.ckpt; checkpoints load weights_only.
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
@@ -107,7 +116,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     try:
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("test", True) and not datamodule.has_labeled_test_split():
             log.info(
