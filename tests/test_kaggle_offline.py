@@ -73,18 +73,18 @@ def kernel_overrides(data_root: Path, working: Path, loader: str) -> list[str]:
     ]
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(900)  # 20-60 s on an idle machine; several minutes under load
 @pytest.mark.parametrize("loader", ["torch", pytest.param("ffcv", marks=pytest.mark.ffcv)])
 def test_training_writes_nothing_under_data_root(competition_images: Path, tmp_path: Path, loader) -> None:
     if loader == "ffcv":
         pytest.importorskip("ffcv")
     working = tmp_path / "working"
     before = tree_state(competition_images)
-    result = run_train(*kernel_overrides(competition_images, working, loader))
+    result = run_train(*kernel_overrides(competition_images, working, loader), timeout=800)
     assert result.returncode == 0, result.stderr[-4000:]
     assert tree_state(competition_images) == before
     checkpoint = torch.load(
-        working / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+        working / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
     timers = [state for key, state in checkpoint["callbacks"].items() if key.startswith("Timer")]
     assert len(timers) == 1, "trainer.max_time did not reach the Trainer"

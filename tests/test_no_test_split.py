@@ -36,12 +36,17 @@ def make_images(root: Path, nested: bool, per_class: int = 8) -> list[tuple[str,
 
 @pytest.fixture
 def kaggle_csv(tmp_path: Path) -> Path:
-    """train.csv with string labels, images in train/, a sample_submission.csv and no test labels."""
+    """train.csv with string labels, images in train/, unlabelled test/ images listed (shuffled) in
+    sample_submission.csv: a competition's layout, with no labelled test split."""
     root = tmp_path / "competition"
     rows = make_images(root, nested=False)
     with (root / "train.csv").open("w", newline="") as file:
         csv.writer(file).writerows([("id", "label"), *rows])
-    (root / "sample_submission.csv").write_text("id,label\nx,cat\n")
+    rng = np.random.default_rng(1)
+    test_ids = [f"t{i}" for i in rng.permutation(6)]
+    for i, image_id in enumerate(test_ids):
+        write_png(root / "test" / f"{image_id}.png", np.full((30, 26, 3), 40 * i, dtype=np.uint8))
+    (root / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},cat\n" for i in test_ids))
     return root
 
 
@@ -79,12 +84,35 @@ def test_image_folder_with_train_only_trains_and_writes_metrics(
     assert "val/acc" in json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_kfold_multirun_without_test_split_trains_every_fold(kaggle_csv: Path, tmp_path: Path) -> None:
+def test_kaggle_loop_as_documented_without_test_split(kaggle_csv: Path, tmp_path: Path) -> None:
+    """docs/finetune.md's K-fold -> OOF -> fold-ensemble TTA submission, tiny sizes added."""
     sweep = tmp_path / "sweep"
     result = run_train(
-        "-m", "data=csv", f"data.root={kaggle_csv}", "data.extension=.png",
+        "-m", "experiment=finetune", "data=csv", f"data.root={kaggle_csv}", "data.extension=.png",
         "data.num_folds=3", "data.fold=0,1,2", *SMALL, f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for fold in range(3):
         assert (sweep / str(fold) / "metrics.json").is_file(), f"fold {fold} did not finish"
+
+    oof = run_train(f"run_dir={sweep}", f"hydra.run.dir={tmp_path / 'oof'}", script="src/oof.py")
+    assert oof.returncode == 0, oof.stderr[-3000:]
+    assert (sweep / "oof_predictions.csv").read_text().count("\n") == 1 + 24  # every training image once
+    assert json.loads((sweep / "cv_score.json").read_text())["samples"] == 24
+
+    submission = tmp_path / "submission.csv"
+    predict = run_train(
+        f"checkpoints=[{sweep}/*/checkpoints/epoch*.ckpt]",
+        f"input.csv={kaggle_csv / 'sample_submission.csv'}", f"input.image_dir={kaggle_csv / 'test'}",
+        "input.extension=.png", "tta.hflip=true",
+        f"output.path={submission}", f"hydra.run.dir={tmp_path / 'predict'}", "num_workers=0",
+        script="src/predict.py",
+    )  # fmt: skip
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    expected_ids = [
+        line.split(",")[0] for line in (kaggle_csv / "sample_submission.csv").read_text().split()[1:]
+    ]
+    lines = submission.read_text().split()
+    assert lines[0] == "id,label"
+    assert [line.split(",")[0] for line in lines[1:]] == expected_ids
+    assert {line.split(",")[1] for line in lines[1:]} <= {"cat", "dog", "fox"}

@@ -113,8 +113,8 @@ class KeepWandbRunId(L.Callback):
         self.output_dir = Path(output_dir)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        logger = wandb_logger(trainer)
-        if stage == "fit" and logger is not None and trainer.is_global_zero:
+        logger = wandb_logger(trainer) if stage == "fit" else None
+        if logger is not None:
             (self.output_dir / WANDB_RUN_ID).write_text(f"{logger.experiment.id}\n")
 
     def on_save_checkpoint(
