@@ -109,8 +109,17 @@ def test_make_wheelhouse_passes_the_folder_and_the_torch_choice(
     tmp_path: Path, with_torch: str, flag
 ) -> None:
     folder = tmp_path / "wheels"
-    make = ["make", "-n", "wheelhouse", f"WHEELHOUSE={folder}", f"WITH_TORCH={with_torch}"]
-    dry_run = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, check=True)
+    make = [
+        "make",
+        "-n",
+        "--no-print-directory",
+        "wheelhouse",
+        f"WHEELHOUSE={folder}",
+        f"WITH_TORCH={with_torch}",
+    ]
+    # Under `make test` this is a sub-make: without the parent's MAKEFLAGS/MAKELEVEL it prints the same lines.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
+    dry_run = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
     assert dry_run.stdout.splitlines()[-1].strip() == f".venv/bin/python tools/wheelhouse.py {folder}{flag}"
 
 
