@@ -11,6 +11,11 @@ reports the median over rounds, so load from other processes hits all implementa
     python benchmarks/model_throughput.py --quick    # smoke run (B0, 64 px, one round)
     python benchmarks/model_throughput.py --clock cpu --threads 1   # on a machine other jobs share
 
+It also times the default run's training step (B0, 1 channel, 10 classes, 32 px, batch 256) in both
+memory formats, the measurement behind `module.channels_last: true`. Results go to
+benchmarks/model_throughput.json (every round of every cell) and .md (the tables); the README's table
+is `readme_table` of that JSON, checked by tests/test_result_tables.py.
+
 --clock cpu divides by the process's CPU time instead of wall time: images per CPU-second, which
 other processes on the machine barely disturb. Use it with --threads 1, where no thread waits for a
 descheduled sibling (with several threads, OpenMP's spin-waiting would count as work).
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import timm
 import torch
@@ -51,6 +58,9 @@ PEERS: dict[str, dict[str, Callable[[], nn.Module]]] = {
     },
 }
 IMPLEMENTATIONS = ("ours", "timm", "torchvision")
+ROOT = Path(__file__).resolve().parents[1]
+# The default run's step (conf/train.yaml with data=fashion_mnist): what module.channels_last was chosen on.
+RECIPE = {"model": "v2_b0", "in_chans": 1, "num_classes": 10, "size": 32, "batch": 256}
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -67,20 +77,28 @@ class Cell:
 class Runner:
     """One model instance in one memory format, with its optimizer, ready to time."""
 
-    def __init__(self, build: Callable[[], nn.Module], fmt: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        build: Callable[[], nn.Module],
+        fmt: str,
+        clock: Callable[[], float],
+        in_chans: int = 3,
+        num_classes: int = NUM_CLASSES,
+    ) -> None:
         self.clock = clock
         self.memory_format = FORMATS[fmt]
         self.model = build().to(memory_format=self.memory_format)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.in_chans, self.num_classes = in_chans, num_classes
 
     def _images(self, batch: int, size: int) -> torch.Tensor:
-        return torch.randn(batch, 3, size, size).contiguous(memory_format=self.memory_format)
+        return torch.randn(batch, self.in_chans, size, size).contiguous(memory_format=self.memory_format)
 
     def train_steps(self, batch: int, size: int, steps: int) -> float:
         """Images/sec over `steps` full training steps."""
         self.model.train()
         images = self._images(batch, size)
-        targets = torch.randint(0, NUM_CLASSES, (batch,))
+        targets = torch.randint(0, self.num_classes, (batch,))
         start = self.clock()
         for _ in range(steps):
             loss = nn.functional.cross_entropy(self.model(images), targets)
@@ -120,35 +138,82 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per cell and round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="see the module docstring")
+    parser.add_argument("--recipe-steps", type=int, default=2, help="timed default-run steps per round")
     parser.add_argument("--quick", action="store_true", help="smoke run: B0, 64 px, batch 4, one round")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks", help="folder of the JSON and .md")
     args = parser.parse_args()
     if args.quick:
         args.models, args.train_sizes, args.eval_sizes = ["v2_b0"], [64], [64]
         args.train_batch, args.eval_batch, args.rounds, args.steps = 4, 4, 1, 1
+        args.recipe_steps = 1
     return args
 
 
-def markdown_table(cells: list[Cell], results: dict[tuple[Cell, str], list[float]], unit: str) -> str:
-    """Median throughput per implementation, and ours / fastest peer taken within each round (the
-    implementations of one cell run back to back, so they share the machine's conditions) as the
-    median and the range over rounds."""
+def ratios_over_rounds(cell: dict) -> list[float]:
+    """ours / fastest peer, taken within each round (the implementations of one cell run back to back,
+    so they share the machine's conditions)."""
+    rounds = cell["rounds"]
+    peers = [impl for impl in rounds if impl != "ours"]
+    return [ours / max(rounds[impl][i] for impl in peers) for i, ours in enumerate(rounds["ours"])]
+
+
+def full_table(results: dict) -> str:
+    """Median throughput per implementation, and ours / fastest peer as the median and the range over
+    rounds."""
+    unit = results["settings"]["unit"]
     lines = [
         f"| model | mode | px | format | ours {unit} | timm {unit} | torchvision {unit} "
         "| ours / fastest peer | range over rounds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for cell in cells:
-        medians = {impl: statistics.median(results[cell, impl]) for impl in PEERS[cell.model]}
-        shown = [f"{medians[impl]:.1f}" if impl in medians else "n/a" for impl in IMPLEMENTATIONS]
-        peers = [impl for impl in PEERS[cell.model] if impl != "ours"]
-        ratios = [
-            ours / max(results[cell, impl][round_index] for impl in peers)
-            for round_index, ours in enumerate(results[cell, "ours"])
-        ]
+    for cell in results["cells"]:
+        rounds = cell["rounds"]
+        shown = [f"{statistics.median(rounds[i]):.1f}" if i in rounds else "n/a" for i in IMPLEMENTATIONS]
+        ratios = ratios_over_rounds(cell)
         lines.append(
-            f"| {cell.model} | {cell.mode} | {cell.size} | {cell.fmt} | {' | '.join(shown)} "
+            f"| {cell['model']} | {cell['mode']} | {cell['size']} | {cell['fmt']} | {' | '.join(shown)} "
             f"| {statistics.median(ratios):.2f}x | {min(ratios):.2f}-{max(ratios):.2f}x |"
         )
+    return "\n".join(lines)
+
+
+def channels_last_gain(results: dict) -> list[float]:
+    """channels_last / contiguous of the default run's step, per round."""
+    recipe = results["recipe"]["rounds"]
+    return [last / first for last, first in zip(recipe["channels_last"], recipe["contiguous"], strict=True)]
+
+
+def readme_table(results: dict) -> str:
+    """The README's summary: ours / fastest peer per model and format (median over rounds, with the range
+    where it crosses 1.0x), and the default run's channels_last gain."""
+    columns = sorted(
+        {(c["mode"], c["size"]) for c in results["cells"]}, key=lambda m: (m[0] != "train", m[1])
+    )
+    lines = [
+        "| | " + " | ".join(f"{mode} {size} px" for mode, size in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for model in dict.fromkeys(c["model"] for c in results["cells"]):
+        for fmt in dict.fromkeys(c["fmt"] for c in results["cells"]):
+            row = []
+            for mode, size in columns:
+                cell = next(
+                    c
+                    for c in results["cells"]
+                    if (c["model"], c["fmt"], c["mode"], c["size"]) == (model, fmt, mode, size)
+                )
+                ratios = ratios_over_rounds(cell)
+                crosses = min(ratios) < 1.0 < max(ratios)
+                note = f" ({min(ratios):.2f}-{max(ratios):.2f})" if crosses else ""
+                row.append(f"{statistics.median(ratios):.2f}x{note}")
+            lines.append(f"| {model} {fmt} | " + " | ".join(row) + " |")
+    gain = channels_last_gain(results)
+    settings = results["settings"]
+    lines.append(
+        f"\nDefault run's step (B0, 1 channel, 32 px, batch 256): channels_last is "
+        f"{statistics.median(gain):.2f}x contiguous ({min(gain):.2f}-{max(gain):.2f} over rounds). "
+        f"{settings['threads']} thread(s), {settings['clock']} clock, median of {settings['rounds']} rounds."
+    )
     return "\n".join(lines)
 
 
@@ -184,15 +249,57 @@ def main() -> None:
                 results.setdefault((cell, impl), []).append(value)
         elapsed = time.perf_counter() - started
         print(f"round {round_index + 1}/{args.rounds} done at {elapsed:.0f} s", flush=True)
+    recipe = measure_recipe(args)
     elapsed = time.perf_counter() - started
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(
-        f"\ntorch {torch.__version__}, timm {timm.__version__}, torchvision {torchvision.__version__}, "
-        f"{args.threads} threads, train batch {args.train_batch}, eval batch {args.eval_batch}, "
-        f"median of {args.rounds} rounds x {args.steps} steps, {args.clock} clock, {elapsed:.0f} s, "
-        f"load average at the end {load} on {os.cpu_count()} cores\n"
+    settings = {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "torchvision": torchvision.__version__,
+        "threads": args.threads,
+        "train_batch": args.train_batch,
+        "eval_batch": args.eval_batch,
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "clock": args.clock,
+        "unit": "img/s" if args.clock == "wall" else "img/CPU-s",
+        "seconds": round(elapsed),
+        "load_average_at_end": load,
+        "cores": os.cpu_count(),
+    }
+    record = {
+        "settings": settings,
+        "cells": [
+            {**asdict(cell), "rounds": {i: results[cell, i] for i in PEERS[cell.model]}} for cell in cells
+        ],
+        "recipe": recipe,
+    }
+    markdown = (
+        f"torch {settings['torch']}, timm {settings['timm']}, torchvision {settings['torchvision']}, "
+        f"{args.threads} threads, train batch {args.train_batch}, eval batch {args.eval_batch}, median of "
+        f"{args.rounds} rounds x {args.steps} steps, {args.clock} clock, {elapsed:.0f} s, load average at "
+        f"the end {load} on {os.cpu_count()} cores\n\n{full_table(record)}\n\n{readme_table(record)}\n"
     )
-    print(markdown_table(cells, results, "img/s" if args.clock == "wall" else "img/CPU-s"))
+    print("\n" + markdown)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "model_throughput.json").write_text(json.dumps(record, indent=1) + "\n")
+    (args.out / "model_throughput.md").write_text(markdown)
+    print(f"results: {args.out / 'model_throughput.json'}")
+
+
+def measure_recipe(args: argparse.Namespace) -> dict:
+    """The default run's training step in both memory formats, interleaved over rounds."""
+    settings = {k: RECIPE[k] for k in ("in_chans", "num_classes")}
+    build = lambda: create_model(RECIPE["model"], **settings)  # noqa: E731
+    runners = {fmt: Runner(build, fmt, CLOCKS[args.clock], **settings) for fmt in FORMATS}
+    for runner in runners.values():
+        runner.train_steps(RECIPE["batch"], RECIPE["size"], 1)
+    rounds: dict[str, list[float]] = {fmt: [] for fmt in FORMATS}
+    for round_index in range(args.rounds):
+        order = list(FORMATS)[:: 1 if round_index % 2 == 0 else -1]
+        for fmt in order:
+            rounds[fmt].append(runners[fmt].train_steps(RECIPE["batch"], RECIPE["size"], args.recipe_steps))
+    return {**RECIPE, "rounds": rounds}
 
 
 if __name__ == "__main__":
