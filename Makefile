@@ -19,7 +19,7 @@ VENV_STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup train test test-all lint format clean wheelhouse
+.PHONY: help setup train test test-all lint format clean wheelhouse tables
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ format: setup ## format the code
 # FFCV built here with its system libraries inside (tools/wheelhouse.py; docs/finetune.md, Kaggle kernels).
 wheelhouse: setup ## wheels for offline installs in WHEELHOUSE=wheelhouse (WITH_TORCH=1: torch too)
 	$(PY) tools/wheelhouse.py $(WHEELHOUSE) $(if $(filter 1,$(WITH_TORCH)),--with-torch)
+
+tables: setup ## rewrite the README/docs tables from the benchmarks' JSON results
+	$(PY) tools/readme_tables.py
 
 clean: ## remove outputs and caches (keeps .venv and data/)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ torch.set_num_threads(2)
 
 CONF_MODEL = Path(__file__).resolve().parents[1] / "conf" / "model"
 
-# Exact parameter counts with 1000 classes (DESIGN.md section 1; identical in timm and torchvision).
+# Exact parameter counts with 1000 classes (identical in timm and torchvision; docs/models.md).
 PARAMETER_COUNTS = {
     "v2_b0": 7_139_704,
     "v2_b1": 8_141_052,

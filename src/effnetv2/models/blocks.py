@@ -19,7 +19,7 @@ PADDINGS: tuple[str, ...] = ("symmetric", "same")
 
 @dataclass(frozen=True)
 class LayerSettings:
-    """Conventions that differ between implementations (see DESIGN.md section 1).
+    """Conventions that differ between implementations (docs/models.md, Options).
 
     bn_momentum uses the PyTorch convention: the paper's TF momentum 0.99 is 0.01 here.
     padding "symmetric" pads k // 2 on every side (torchvision, timm's plain models); "same" is
