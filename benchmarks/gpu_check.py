@@ -39,6 +39,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -488,12 +489,10 @@ def run_part(name: str, function: Callable[[float], dict], settings: Settings, o
 
 
 def machine(settings: Settings) -> dict:
-    import timm
-
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "timm": timm.__version__,
+        "timm": installed_version("timm"),
         "lightning": L.__version__,
         "cpu_count": os.cpu_count(),
         "device": settings.device,
@@ -503,6 +502,13 @@ def machine(settings: Settings) -> dict:
         info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
         info["cuda"] = torch.version.cuda
     return info
+
+
+def installed_version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def run_check(settings: Settings, work: Path) -> dict:
@@ -515,6 +521,10 @@ def run_check(settings: Settings, work: Path) -> dict:
         torch.set_num_threads(settings.torch_threads)
     work.mkdir(parents=True, exist_ok=True)
     parts: dict[str, dict] = {}
+    # The images first: their writer processes fork before this process has started CUDA.
+    parts["jpeg_folder"] = run_part(
+        "jpeg_folder", lambda d: jpeg_folder(settings, d, work), settings, overall
+    )
     parts["synthetic_train"] = run_part(
         "synthetic_train", lambda d: synthetic_train(settings, d, work), settings, overall
     )
@@ -522,10 +532,7 @@ def run_check(settings: Settings, work: Path) -> dict:
         "synthetic_eval", lambda d: synthetic_eval(settings, d, work), settings, overall
     )
     if settings.device == "cuda":
-        torch.cuda.empty_cache()
-    parts["jpeg_folder"] = run_part(
-        "jpeg_folder", lambda d: jpeg_folder(settings, d, work), settings, overall
-    )
+        torch.cuda.empty_cache()  # the train.py runs share the GPU with this process
     runs = {
         "end_to_end_torch": lambda d: end_to_end("torch", settings, d, work, parts["synthetic_train"]),
         "progressive": lambda d: progressive(settings, d, work),
