@@ -420,6 +420,23 @@ def logged_image_sizes(metrics: Path) -> dict[int, int]:
     return sizes
 
 
+def end_to_end_overrides(loader: str, settings: Settings) -> list[str]:
+    overrides = [f"data.loader={loader}", "schedule=fixed", "trainer.max_epochs=2"]
+    if settings.device == "cpu":
+        overrides.append("trainer.limit_train_batches=2")
+    return overrides
+
+
+def progressive_overrides(settings: Settings) -> list[str]:
+    return [
+        "data.loader=torch",
+        "schedule=progressive",
+        "schedule.num_stages=3",
+        "trainer.max_epochs=3",
+        f"data.subset={settings.progressive_images}",
+    ]
+
+
 def end_to_end(loader: str, settings: Settings, deadline: float, work: Path, synthetic: dict) -> dict:
     """train.py at the end-to-end size for 2 epochs: the second epoch's images/s (loader warmed up, kernels
     chosen) over the synthetic training rate of the same model, size and batch."""
@@ -430,10 +447,9 @@ def end_to_end(loader: str, settings: Settings, deadline: float, work: Path, syn
         }
     if loader == "ffcv" and importlib.util.find_spec("ffcv") is None:
         return {"status": "skipped", "reason": "ffcv is not installed on this machine"}
-    extra = [f"data.loader={loader}", "schedule=fixed", "trainer.max_epochs=2"]
-    if settings.device == "cpu":
-        extra.append("trainer.limit_train_batches=2")
-    result = run_train(extra, settings, work, f"end_to_end_{loader}", deadline)
+    result = run_train(
+        end_to_end_overrides(loader, settings), settings, work, f"end_to_end_{loader}", deadline
+    )
     timed = [e for e in result["epochs"] if e["epoch"] >= 1]
     if result["status"] == "ok" and not timed:
         result["status"], result["reason"] = "failed", "no second epoch was timed"
@@ -450,14 +466,7 @@ def end_to_end(loader: str, settings: Settings, deadline: float, work: Path, syn
 
 def progressive(settings: Settings, deadline: float, work: Path) -> dict:
     """A 3-stage progressive run, one epoch per stage: the sizes its batches had, epoch by epoch."""
-    extra = [
-        "data.loader=torch",
-        "schedule=progressive",
-        "schedule.num_stages=3",
-        "trainer.max_epochs=3",
-        f"data.subset={settings.progressive_images}",
-    ]
-    result = run_train(extra, settings, work, "progressive", deadline)
+    result = run_train(progressive_overrides(settings), settings, work, "progressive", deadline)
     sizes = [e["image_sizes"] for e in result["epochs"]]
     result["sizes_per_epoch"] = sizes
     if result["status"] == "ok" and len({tuple(s) for s in sizes}) != 3:

@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from conftest import compose_config
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = {
     "synthetic_train",
@@ -119,3 +123,28 @@ def test_a_failing_part_is_recorded_and_the_table_still_renders() -> None:
     }
     table = gpu_check.table(check)
     assert table.count("failed: RuntimeError: CUDA out of memory") >= 4
+
+
+@pytest.mark.parametrize("run", ["end_to_end_torch", "end_to_end_ffcv", "progressive"])
+def test_the_gpu_runs_compose(run: str, tmp_path: Path) -> None:
+    """The GPU settings' `src/train.py` overrides (which --smoke does not use: trainer=gpu, V2-S, ...) make
+    a valid config with the values the docs state."""
+    gpu_check = load_gpu_check()
+    settings = gpu_check.GPU
+    extra = (
+        gpu_check.progressive_overrides(settings)
+        if run == "progressive"
+        else gpu_check.end_to_end_overrides(run.rsplit("_", 1)[1], settings)
+    )
+    overrides = gpu_check.train_overrides(settings, tmp_path, tmp_path / run) + extra
+    cfg = compose_config("train", overrides, tmp_path)
+    assert cfg.model.name == "v2_s" and cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.logger.keys() == {"csv"}
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.data.randaug_magnitude) == (128, 128, 10)
+    assert cfg.data.root == str(gpu_check.jpeg_folder_path(settings, tmp_path))
+    assert cfg.callbacks.gpu_check_timer._target_ == "gpu_check.EpochTimer"
+    assert cfg.callbacks.progress_bar is not None  # the default callbacks stay
+    if run == "progressive":
+        assert (cfg.schedule.num_stages, cfg.trainer.max_epochs) == (3, 3)
+    else:
+        assert cfg.data.loader == run.rsplit("_", 1)[1] and cfg.schedule.num_stages == 1
