@@ -7,11 +7,17 @@
 #
 #     benchmarks/gpu_check.sh                  # writes benchmarks/gpu_check.json and .md
 #     benchmarks/gpu_check.sh --out /some/dir  # arguments go to gpu_check.py
+#     PYTHON=/opt/conda/bin/python benchmarks/gpu_check.sh   # the interpreter with torch (default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WHEELS=${GPU_WHEELS:-.gpu_wheels}
 export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled
+
+if ! "$PYTHON" -c "import torch, lightning, timm" 2>/dev/null; then
+  echo "gpu_check.sh: $PYTHON cannot import torch, lightning and timm; set PYTHON=<the python that has them>" >&2
+  exit 1
+fi
 
 if ! "$PYTHON" -c "import hydra, omegaconf, albumentations" 2>/dev/null; then
   if [ ! -d "$WHEELS" ]; then
