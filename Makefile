@@ -10,6 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 WHEELHOUSE ?= wheelhouse
 WITH_TORCH ?= 0
+GPU_WHEELS ?= .gpu_wheels
 
 # System packages: the default data set and FFCV's build libraries (Debian names).
 SYSTEM_PACKAGES := dataset-fashion-mnist pkg-config libturbojpeg0-dev libopencv-dev
@@ -19,7 +20,7 @@ VENV_STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup train test test-all lint format clean wheelhouse tables
+.PHONY: help setup train test test-all lint format clean wheelhouse tables gpu-wheels gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +75,20 @@ wheelhouse: setup ## wheels for offline installs in WHEELHOUSE=wheelhouse (WITH_
 
 tables: setup ## rewrite the README/docs tables from the benchmarks' JSON results
 	$(PY) tools/readme_tables.py
+
+# benchmarks/gpu_check.sh on a CUDA machine without internet (Python 3.12, a torch stack without hydra-core or
+# albumentations): their Linux x86-64 wheels, ~43 MB (scipy 35 MB of it), carried with the repository.
+# antlr4-python3-runtime 4.9.3 (omegaconf's) exists only as a source package: its pure-Python wheel is built.
+GPU_PIP := $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m pip
+gpu-wheels: ## wheels benchmarks/gpu_check.sh installs offline, into GPU_WHEELS=.gpu_wheels (Python 3.12)
+	$(GPU_PIP) download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+	  --abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux_2_28_x86_64 -r tools/gpu_requirements.txt -d $(GPU_WHEELS)
+	$(GPU_PIP) wheel -q --no-deps -w $(GPU_WHEELS) antlr4-python3-runtime==4.9.3
+	@du -sh $(GPU_WHEELS)
+
+gpu-check: ## the GPU check (5 minutes on one CUDA GPU): benchmarks/gpu_check.json and .md
+	benchmarks/gpu_check.sh $(ARGS)
 
 clean: ## remove outputs and caches (keeps .venv and data/)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
