@@ -223,13 +223,39 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path) -> None:
 def test_non_finite_loss_stops_naming_the_step_before_the_weights_change(tmp_path, bad_value) -> None:
     weights = ParameterLog()
     module = TinyModule(bad_steps=(3,), bad_value=bad_value)
-    trainer = tiny_trainer(tmp_path, [NonFiniteLossGuard("stop"), weights], enable_checkpointing=False)
+    guard = NonFiniteLossGuard("stop", check_every_n_steps=1)  # read the flag before every step
+    trainer = tiny_trainer(tmp_path, [guard, weights], enable_checkpointing=False)
     with pytest.raises(NonFiniteLossError, match=r"global step 3 \(epoch 0, batch 3\)") as error:
         trainer.fit(module, tiny_loader())
     assert str(bad_value) in str(error.value) and "faults.on_nan=skip" in str(error.value)
     assert trainer.global_step == 3
     assert torch.isfinite(module.layer.weight).all()
     assert torch.equal(module.layer.weight, weights.after_step[3])
+
+
+def test_non_finite_loss_read_on_a_cadence_never_reaches_a_checkpoint(tmp_path) -> None:
+    """The default reads the flag every faults.check_every_n_steps steps (no host-device sync per step):
+    a NaN at step 1 updates the weights, but the check before last.ckpt is written (step 2) stops first."""
+    module = TinyModule(bad_steps=(1,))
+    last = LastCheckpoint(tmp_path / "checkpoints", every_n_steps=2)
+    guard = NonFiniteLossGuard("stop", check_every_n_steps=4)
+    trainer = tiny_trainer(tmp_path, [guard, last], enable_checkpointing=False)
+    with pytest.raises(
+        NonFiniteLossError, match=r"nan at global step 1 .*found at global step 2: .*check_every_n_steps=4"
+    ):
+        trainer.fit(module, tiny_loader())
+    assert trainer.global_step == 2
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "a checkpoint with NaN weights was written"
+
+
+def test_non_finite_loss_cadence_stops_at_the_next_check(tmp_path) -> None:
+    module = TinyModule(bad_steps=(1,))
+    trainer = tiny_trainer(
+        tmp_path, [NonFiniteLossGuard("stop", check_every_n_steps=3)], enable_checkpointing=False
+    )
+    with pytest.raises(NonFiniteLossError, match=r"nan at global step 1 \(epoch 0; found at global step 2"):
+        trainer.fit(module, tiny_loader())
+    assert trainer.global_step == 2, "stopped before the third step's update"
 
 
 def test_non_finite_loss_skip_leaves_weights_and_optimizer_state_untouched(tmp_path) -> None:
@@ -514,6 +540,8 @@ def test_nan_loss_through_train_py(tmp_path, policy) -> None:
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith("error: the training loss is nan at global step")
     if policy == "stop":
-        assert "global step 1 (epoch 0, batch 1)" in line and "faults.on_nan=skip" in line
+        # read at the epoch's end (faults.check_every_n_steps=20 > 3 steps), before any checkpoint
+        assert "global step 1 (epoch 0; found at global step 3" in line and "faults.on_nan=skip" in line
+        assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
     else:
         assert "global step 2 (epoch 0, batch 2), 2 skipped steps in a row" in line

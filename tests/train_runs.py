@@ -236,3 +236,20 @@ class ShardRecorder(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             _append(self._file(trainer, "val"), {"epoch": trainer.current_epoch, **self._val})
+
+
+class StallRank(L.Callback):
+    """Under DDP: rank `rank` sleeps `seconds` after optimizer step `at_step` (a hung or slow rank),
+    writing `<outdir>/stalled` first, while the other ranks go on into the next collective."""
+
+    def __init__(self, outdir: str, rank: int = 1, at_step: int = 2, seconds: float = 600.0) -> None:
+        self.outdir = Path(outdir)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self.rank, self.at_step, self.seconds = rank, at_step, seconds
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.at_step:
+            (self.outdir / "stalled").write_text(str(trainer.global_step))
+            time.sleep(self.seconds)

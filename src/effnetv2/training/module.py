@@ -154,6 +154,7 @@ class ClassificationModule(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self._epoch_start: float | None = None
         self._epoch_images = 0
+        self._epoch_image_size: int | None = None
 
     # Setters used by progressive learning -------------------------------------------------------
     def set_mixup_alpha(self, alpha: float) -> None:
@@ -187,9 +188,11 @@ class ClassificationModule(L.LightningModule):
         loss = F.cross_entropy(logits, soft_targets, weight=self.class_weight)
         self.train_acc(logits.detach(), targets)
         self._epoch_images += images.shape[0]
+        self._epoch_image_size = images.shape[
+            -1
+        ]  # logged once per epoch: a float per step is a copy per step
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        self.log("train/image_size", float(images.shape[-1]), on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -258,8 +261,11 @@ class ClassificationModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._epoch_images = 0
+        self._epoch_image_size = None
 
     def on_train_epoch_end(self) -> None:
+        if self._epoch_image_size is not None:
+            self.log("train/image_size", float(self._epoch_image_size), prog_bar=True)
         if self._epoch_start is not None and self._epoch_images:
             seconds = time.perf_counter() - self._epoch_start
             self.log("train/images_per_sec", self._epoch_images / seconds * self.trainer.world_size)

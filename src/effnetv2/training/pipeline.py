@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.errors import CheckpointError
 from effnetv2.models.summary import format_summary, model_summary
+from effnetv2.training.distributed import collective_timeout_error, is_collective_timeout
 from effnetv2.training.faults import AtomicCheckpointIO
 from effnetv2.training.loggers import (
     KeepWandbRunId,
@@ -116,7 +117,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     try:
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            except RuntimeError as error:
+                if trainer.world_size > 1 and is_collective_timeout(error):
+                    raise collective_timeout_error(trainer, error) from error
+                raise
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("test", True) and not datamodule.has_labeled_test_split():
             log.info(
