@@ -253,3 +253,58 @@ class StallRank(L.Callback):
         if trainer.global_rank == self.rank and trainer.global_step == self.at_step:
             (self.outdir / "stalled").write_text(str(trainer.global_step))
             time.sleep(self.seconds)
+
+
+SYNCING_TENSOR_METHODS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")
+SYNCING_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "barrier")
+
+
+class SyncCounter(L.Callback):
+    """Counts the calls that make the host wait for the device, per training batch: the tensor methods
+    that read a value to Python (`item`, `tolist`, `numpy`, `bool()`, `float()`, `int()`) and the
+    torch.distributed collectives. A batch's count runs from its `on_train_batch_start` until the next
+    batch starts or validation begins, so Lightning's own per-step bookkeeping is included (torch.optim's
+    reads of its CPU step counters are not counted). Results in
+    `SyncCounter.per_batch` (a list of {name: count}), for in-process runs."""
+
+    per_batch: list[dict[str, int]] = []
+
+    def __init__(self) -> None:
+        self._originals: dict[tuple[Any, str], Any] = {}
+        self._current: dict[str, int] | None = None
+
+    def _patch(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+        self._originals[(owner, name)] = original
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            # torch.optim keeps its `step` counters on the CPU on purpose (also with CUDA parameters),
+            # so the `.item()` it calls on them does not wait for the device
+            caller = sys._getframe(1).f_code.co_filename.replace(os.sep, "/")
+            if self._current is not None and "/torch/optim/" not in caller:
+                self._current[name] = self._current.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        setattr(owner, name, counting)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        SyncCounter.per_batch = []
+        for name in SYNCING_TENSOR_METHODS:
+            self._patch(torch.Tensor, name)
+        for name in SYNCING_COLLECTIVES:
+            self._patch(torch.distributed, name)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._current = {}
+        SyncCounter.per_batch.append(self._current)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._current = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._current = None
+        for (owner, name), original in self._originals.items():
+            setattr(owner, name, original)
+        self._originals = {}

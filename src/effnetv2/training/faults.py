@@ -322,14 +322,12 @@ class CheckpointOnSignal(L.Callback):
                 continue  # training moves on: the handler runs and stops at the next check
             name = signal.Signals(received[0]).name
             rank = trainer.global_rank if trainer is not None else 0
-            os.write(
-                2,
+            message = (
                 f"\nerror: rank {rank}: {name} received, but training made no step for {self.grace_s:g} s "
                 f"(stuck at global step {step}, e.g. waiting for another rank in a collective): exiting "
-                "without a checkpoint; resume from the last one (faults.signal_grace_s sets the wait)\n".encode(
-                    errors="replace"
-                ),
+                "without a checkpoint; resume from the last one (faults.signal_grace_s sets the wait)\n"
             )
+            os.write(2, message.encode())
             os._exit(128 + received[0])
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -191,7 +191,9 @@ class ClassificationModule(L.LightningModule):
         self._epoch_image_size = images.shape[
             -1
         ]  # logged once per epoch: a float per step is a copy per step
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        # not prog_bar: Lightning converts progress-bar values to Python floats after every step (a
+        # host-device sync per step); StageProgressBar shows train/loss every log_every_n_steps instead
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 

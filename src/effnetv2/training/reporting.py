@@ -51,8 +51,16 @@ class StageProgressBar(RichProgressBar):
     host wait for the GPU at every step.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        logged_metrics: tuple[str, ...] = ("train/loss_step", "train/loss_epoch"),
+        **kwargs: Any,
+    ) -> None:
+        """`logged_metrics`: logged values shown besides those logged with `prog_bar=True` (which
+        Lightning converts to Python numbers after every step, so per-step values use this instead)."""
         super().__init__(*args, **kwargs)
+        self.logged_metrics = tuple(logged_metrics)
         self._shown: dict[str, Any] = {}
         self._read_now = True
 
@@ -66,7 +74,13 @@ class StageProgressBar(RichProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         if self._read_now or not self._shown:
-            computed = dict(trainer._logger_connector._progress_bar_metrics)  # no compute, no collective
+            connector = trainer._logger_connector  # values already computed: no compute, no collective
+            logged = {
+                name: value
+                for name, value in connector._logged_metrics.items()
+                if name in self.logged_metrics
+            }
+            computed = {**connector._progress_bar_metrics, **logged}
             computed.pop("train/image_size", None)  # shown as `size` below, from the stage itself
             computed = {
                 name: value.item() if isinstance(value, torch.Tensor) else value
