@@ -9,6 +9,7 @@ turns the raised error into one line naming the rank and the step.
 
 from __future__ import annotations
 
+import signal
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,14 @@ def is_collective_timeout(error: BaseException) -> bool:
     """True for the error a gloo or NCCL collective raises when the process-group timeout ran out."""
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("timed out" in text or "timeout" in text)
+
+
+def end_other_ranks(trainer: L.Trainer) -> None:
+    """After a timeout, the ranks this process started (Lightning's `strategy: ddp` launcher on rank 0)
+    may be stuck for good: kill them so the job ends. Under torchrun or SLURM the launcher does it."""
+    launcher = trainer.strategy.launcher
+    if getattr(launcher, "procs", None):
+        launcher.kill(signal.SIGKILL)
 
 
 def collective_timeout_error(trainer: L.Trainer, error: BaseException) -> CollectiveTimeoutError:

@@ -444,9 +444,9 @@ class NonFiniteLossGuard(L.Callback):
     every step: it drops that step's gradients (parameters, momentum and Adam moments stay as they were;
     the step still counts, so schedules stay aligned) and stops after `max_consecutive_skips` skips.
 
-    With 16-bit mixed precision and loss scaling, the GradScaler already skips the optimizer steps whose
-    scaled gradients overflow and lowers the scale: that is not a divergence, and this guard looks at
-    the unscaled loss only (a finite loss whose scaled gradients overflow is the scaler's business).
+    With 16-bit mixed precision and loss scaling (`16-mixed`), the loss this guard sees is scaled; the
+    GradScaler skips the optimizer steps whose scaled loss or gradients overflow to inf and lowers the
+    scale: that is not a divergence, so there only a NaN loss counts.
     """
 
     def __init__(
@@ -470,7 +470,12 @@ class NonFiniteLossGuard(L.Callback):
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
-        nonfinite = ~torch.isfinite(loss.detach()).all()  # stays on the device: no sync here
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            # 16-mixed: `loss` is scaled. An inf is the scaled value overflowing (the scaler skips the
+            # step and lowers the scale); only a NaN is a NaN of the loss itself.
+            nonfinite = torch.isnan(loss.detach()).any()
+        else:
+            nonfinite = ~torch.isfinite(loss.detach()).all()  # stays on the device: no sync here
         step = trainer.global_step
         if self._nonfinite is None:
             self._nonfinite, self._loss = nonfinite, loss.detach()

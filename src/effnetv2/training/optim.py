@@ -92,9 +92,8 @@ class RMSpropTF(torch.optim.Optimizer):
         torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["alpha"])
         denominators = torch._foreach_add(square_avgs, group["eps"])
         torch._foreach_sqrt_(denominators)
-        scaled = torch._foreach_div(grads, denominators)
         torch._foreach_mul_(buffers, group["momentum"])
-        torch._foreach_add_(buffers, scaled, alpha=group["lr"])
+        torch._foreach_addcdiv_(buffers, grads, denominators, value=group["lr"])
         torch._foreach_sub_(params, buffers)
 
 
