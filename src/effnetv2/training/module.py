@@ -102,6 +102,7 @@ class ClassificationModule(L.LightningModule):
         compile: bool = False,
         monitor: str = "val/acc",
         class_weights: str | None = None,
+        max_logged_classes: int = 50,
         data: dict | None = None,
     ) -> None:
         super().__init__()
@@ -125,6 +126,7 @@ class ClassificationModule(L.LightningModule):
                 compile=compile,
                 monitor=monitor,
                 class_weights=class_weights,
+                max_logged_classes=max_logged_classes,
                 data=_plain(data),
             ),
             logger=False,  # the pipeline logs the whole run config, these values included
@@ -235,6 +237,9 @@ class ClassificationModule(L.LightningModule):
         """Keep the confusion matrix and per-class accuracy for the loggers and the run folder."""
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
         per_class = self.test_acc_per_class.compute().cpu()
+        self.test_per_class_accuracy = per_class
+        if len(per_class) > self.hparams.max_logged_classes:
+            return  # a metric per class would swamp the loggers: per_class_accuracy.csv has them
         names = self.hparams.class_names or [str(i) for i in range(len(per_class))]
         for name, acc in zip(names, per_class.tolist()):
             self.log(f"test/acc_class/{name}", acc)

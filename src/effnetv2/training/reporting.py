@@ -182,22 +182,39 @@ class StageReport(L.Callback):
 
 class ConfusionMatrixReport(L.Callback):
     """After testing: the confusion matrix (rows: true class, columns: predicted) as
-    `<dirpath>/confusion_matrix.csv` and `.png`, a W&B table and image, and a TensorBoard figure."""
+    `<dirpath>/confusion_matrix.csv` and `.png`, a W&B table and image, and a TensorBoard figure.
 
-    def __init__(self, dirpath: str) -> None:
+    Above `max_classes` classes (`module.max_logged_classes`) a figure (0.5 inch per class: ~60k pixels a
+    side for 1000 classes) and a full W&B table would cost gigabytes: then the CSV stays whole and the
+    figure and tables give way to the `top_pairs` most-confused (true, predicted) pairs, in
+    `<dirpath>/confusion_top_pairs.csv` and a W&B table; the per-class accuracies, then not logged one
+    metric per class, go to `<dirpath>/per_class_accuracy.csv`.
+    """
+
+    def __init__(self, dirpath: str, max_classes: int = 50, top_pairs: int = 50) -> None:
         self.dirpath = Path(dirpath)
+        self.max_classes = max_classes
+        self.top_pairs = top_pairs
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = getattr(pl_module, "test_confusion_matrix", None)
         if matrix is None or not trainer.is_global_zero:
             return
         names = list(pl_module.hparams.get("class_names") or [str(i) for i in range(matrix.shape[0])])
-        rows = [[name, *map(int, counts)] for name, counts in zip(names, matrix.tolist())]
         self.dirpath.mkdir(parents=True, exist_ok=True)
         with open(self.dirpath / "confusion_matrix.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["true \\ predicted", *names])
-            writer.writerows(rows)
+            for name, counts in zip(names, matrix.tolist()):
+                writer.writerow([name, *counts])
+        if len(names) > self.max_classes:
+            self._summarise(trainer, matrix, names)
+        else:
+            self._draw(trainer, matrix, names)
+        log.info("Confusion matrix: %s", self.dirpath / "confusion_matrix.csv")
+
+    def _draw(self, trainer: L.Trainer, matrix: torch.Tensor, names: list[str]) -> None:
+        rows = [[name, *map(int, counts)] for name, counts in zip(names, matrix.tolist())]
         figure = confusion_figure(matrix, names)
         image_path = self.dirpath / "confusion_matrix.png"
         figure.savefig(image_path, dpi=120, bbox_inches="tight")
@@ -207,7 +224,46 @@ class ConfusionMatrixReport(L.Callback):
                 logger.log_image("test/confusion_matrix_image", images=[str(image_path)])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("test/confusion_matrix", figure, global_step=trainer.global_step)
-        log.info("Confusion matrix: %s", self.dirpath / "confusion_matrix.csv")
+
+    def _summarise(self, trainer: L.Trainer, matrix: torch.Tensor, names: list[str]) -> None:
+        columns = ["true", "predicted", "count", "share_of_true"]
+        rows = most_confused_pairs(matrix, names, self.top_pairs)
+        with open(self.dirpath / "confusion_top_pairs.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(columns)
+            writer.writerows(rows)
+        per_class = getattr(trainer.lightning_module, "test_per_class_accuracy", None)
+        if per_class is not None:  # not logged one metric per class above the same bound (module.py)
+            with open(self.dirpath / "per_class_accuracy.csv", "w", newline="") as file:
+                writer = csv.writer(file)
+                writer.writerow(["class", "accuracy"])
+                writer.writerows(zip(names, per_class.tolist()))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table("test/confusion_top_pairs", columns=columns, data=rows)
+        log.info(
+            "%d classes > callbacks.confusion_matrix.max_classes=%d: no confusion figure; the %d most "
+            "confused pairs are in %s",
+            len(names),
+            self.max_classes,
+            len(rows),
+            self.dirpath / "confusion_top_pairs.csv",
+        )
+
+
+def most_confused_pairs(matrix: torch.Tensor, names: list[str], count: int) -> list[list[Any]]:
+    """The `count` largest off-diagonal cells: [true, predicted, count, count / images of true class]."""
+    off_diagonal = matrix.clone()
+    off_diagonal.fill_diagonal_(0)
+    values, flat = off_diagonal.flatten().topk(min(count, off_diagonal.numel()))
+    totals = matrix.sum(dim=1).clamp_min(1)
+    rows = []
+    for value, index in zip(values.tolist(), flat.tolist()):
+        if value <= 0:
+            break
+        true, predicted = divmod(index, matrix.shape[1])
+        rows.append([names[true], names[predicted], int(value), round(value / int(totals[true]), 4)])
+    return rows
 
 
 def confusion_figure(matrix: torch.Tensor, names: list[str]) -> Figure:
