@@ -308,3 +308,24 @@ class SyncCounter(L.Callback):
         for (owner, name), original in self._originals.items():
             setattr(owner, name, original)
         self._originals = {}
+
+
+class BatchShapeRecorder(L.Callback):
+    """The distinct (phase, batch shape) pairs the model saw: what torch.compile may compile once each.
+    Results in `BatchShapeRecorder.seen`, for in-process runs."""
+
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            BatchShapeRecorder.seen = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        BatchShapeRecorder.seen.add(("train", tuple(batch[0].shape)))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        BatchShapeRecorder.seen.add(("validate", tuple(batch[0].shape)))
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        # Lightning tests under inference_mode: inference tensors make a graph of their own
+        BatchShapeRecorder.seen.add(("test", tuple(batch[0].shape)))

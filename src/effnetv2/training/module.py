@@ -82,6 +82,14 @@ def restore_rng_states(states: dict[str, Any], mixup: MixupCutmix) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def allow_one_graph_per_size() -> None:
+    """torch.compile keeps 8 graphs per function by default, then silently runs eagerly: progressive
+    learning needs one per stage size, train and eval, plus a smaller last batch of each."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 64))
+
+
 class ClassificationModule(L.LightningModule):
     """Image classification with EfficientNetV2, as trained in the paper (label smoothing, mixup,
     no weight decay on norms and biases, learning rate scaled with the batch size)."""
@@ -100,6 +108,7 @@ class ClassificationModule(L.LightningModule):
         lr_batch_base: int | None = 256,
         channels_last: bool = False,
         compile: bool = False,
+        compile_backend: str = "inductor",
         monitor: str = "val/acc",
         class_weights: str | None = None,
         max_logged_classes: int = 50,
@@ -124,6 +133,7 @@ class ClassificationModule(L.LightningModule):
                 lr_batch_base=lr_batch_base,
                 channels_last=channels_last,
                 compile=compile,
+                compile_backend=compile_backend,
                 monitor=monitor,
                 class_weights=class_weights,
                 max_logged_classes=max_logged_classes,
@@ -136,7 +146,10 @@ class ClassificationModule(L.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         if compile:
             # In place: checkpoints keep the plain `model.*` keys and load with or without compile.
-            self.model.compile()
+            # dynamic=False: one static graph per image size (a stage's size compiles once; without it
+            # the second size would make every size dynamic). Drop rates live in buffers, not guarded.
+            self.model.compile(dynamic=False, backend=compile_backend)
+            allow_one_graph_per_size()
         self.mixup = MixupCutmix(
             num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=label_smoothing
         )
