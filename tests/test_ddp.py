@@ -1,12 +1,16 @@
 """DDP with 2 CPU processes (gloo) through `src/train.py trainer=ddp_cpu`, with the torch and FFCV loaders
-and the progressive callback: each rank trains on a disjoint shard, validation metrics are reduced over
-both ranks, every stage change happens on both ranks at the same step, and only rank 0 writes logs and
-checkpoints. Probe callbacks (tests/train_runs.py) record what each rank saw."""
+and the default callbacks (progress bar and stage report included: rank-0-only code must never start a
+collective) and the progressive callback: each rank trains on a disjoint shard, validation metrics are
+reduced over both ranks, every stage change happens on both ranks at the same step, and only rank 0 writes
+logs and checkpoints. Probe callbacks (tests/train_runs.py) record what each rank saw. A hung rank becomes
+an error naming the rank and the step within the process-group timeout, and SIGTERM ends a job whose
+ranks wait in a collective."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -23,9 +27,13 @@ BATCH_SIZE = 4
 TRAIN_BATCHES = 2
 
 
+# TINY without its `callbacks.progress_bar=null` and `callbacks.stage_report=null`: the default callbacks
+DDP_TINY = [override for override in TINY if not override.startswith("callbacks.")]
+
+
 def ddp_run(run_dir: Path, probe_dir: Path, *overrides: str) -> list[str]:
     return [
-        *TINY,
+        *DDP_TINY,
         "trainer=ddp_cpu",
         f"trainer.max_epochs={MAX_EPOCHS}",
         "schedule.image_size=[16,40]",  # four distinct sizes in multiples of 8: a new stage every epoch
@@ -93,10 +101,12 @@ def check_ddp_run(run_dir: Path, probe: Path, train_size: int, per_rank: int, sa
 
 
 @pytest.mark.timeout(600)
-def test_ddp_torch_loader_with_progressive_learning(tmp_path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_ddp_torch_loader_with_progressive_learning(tmp_path, workers) -> None:
     run_dir, probe = tmp_path / "run", tmp_path / "probe"
     # 80 samples, 10% validation: 72 train samples, 36 per rank, 4 validation samples per rank.
-    result = run_train(*ddp_run(run_dir, probe, "data.subset=80"), timeout=540)
+    overrides = ddp_run(run_dir, probe, "data.subset=80", f"data.num_workers={workers}")
+    result = run_train(*overrides, timeout=540)
     assert result.returncode == 0, result.stderr[-5000:]
     check_ddp_run(run_dir, probe, train_size=72, per_rank=36, sampler_kind="DistributedSampler")
 
@@ -169,6 +179,47 @@ def test_ddp_sigterm_to_every_process_with_loader_workers(tmp_path) -> None:
     deadline = time.monotonic() + 60
     while group_alive(process.pid):  # ranks and workers
         assert time.monotonic() < deadline, "a process is still running after the ranks stopped"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+def test_ddp_hung_rank_is_an_error_naming_the_rank_and_step(tmp_path) -> None:
+    """Rank 1 stalls after step 2; rank 0 waits in the next gradient all-reduce until the process-group
+    timeout and fails with one line naming itself and the step, and the job ends."""
+    run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "ddp.log"
+    overrides = ddp_run(run_dir, probe, "data.subset=80", "trainer.strategy.timeout_s=60")
+    overrides += ["+callbacks.stall._target_=train_runs.StallRank", f"+callbacks.stall.outdir={probe}"]
+    process = start_train(*overrides, log=log)
+    process.wait(timeout=400)
+    output = log.read_text()
+    assert process.returncode not in (0, None), output[-5000:]
+    assert re.search(
+        r"error: rank 0 of 2 waited 60 s for the other ranks in a collective at global step 2 ", output
+    ), output[-5000:]
+    deadline = time.monotonic() + 60
+    while group_alive(process.pid):
+        assert time.monotonic() < deadline, "a rank is still running after the timeout"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+def test_ddp_sigterm_ends_a_job_waiting_in_a_collective(tmp_path) -> None:
+    """Rank 1 stalls, rank 0 waits in a collective (timeout far away): a SIGTERM to the job ends every
+    process within the grace time, saying why, instead of being ignored by the blocked main thread."""
+    run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "ddp.log"
+    overrides = ddp_run(run_dir, probe, "data.subset=80", "faults.signal_grace_s=5")
+    overrides += ["+callbacks.stall._target_=train_runs.StallRank", f"+callbacks.stall.outdir={probe}"]
+    process = start_train(*overrides, log=log)
+    wait_for(probe / "stalled", process, log)
+    time.sleep(3)  # rank 0 reaches the next collective and blocks there
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=120)
+    output = log.read_text()
+    assert process.returncode == 128 + signal.SIGTERM, output[-5000:]
+    assert "rank 0: SIGTERM received, but training made no step for 5 s (stuck at global step 2" in output
+    deadline = time.monotonic() + 60
+    while group_alive(process.pid):
+        assert time.monotonic() < deadline, "a process is still running after SIGTERM"
         time.sleep(0.2)
 
 

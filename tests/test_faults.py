@@ -16,6 +16,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -31,6 +32,7 @@ from effnetv2.training.faults import (
     read_checkpoint,
     save_atomically,
 )
+from effnetv2.training.optim import RMSpropTF
 from train_runs import TINY, read_records, run_train, start_train, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,13 +225,39 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path) -> None:
 def test_non_finite_loss_stops_naming_the_step_before_the_weights_change(tmp_path, bad_value) -> None:
     weights = ParameterLog()
     module = TinyModule(bad_steps=(3,), bad_value=bad_value)
-    trainer = tiny_trainer(tmp_path, [NonFiniteLossGuard("stop"), weights], enable_checkpointing=False)
+    guard = NonFiniteLossGuard("stop", check_every_n_steps=1)  # read the flag before every step
+    trainer = tiny_trainer(tmp_path, [guard, weights], enable_checkpointing=False)
     with pytest.raises(NonFiniteLossError, match=r"global step 3 \(epoch 0, batch 3\)") as error:
         trainer.fit(module, tiny_loader())
     assert str(bad_value) in str(error.value) and "faults.on_nan=skip" in str(error.value)
     assert trainer.global_step == 3
     assert torch.isfinite(module.layer.weight).all()
     assert torch.equal(module.layer.weight, weights.after_step[3])
+
+
+def test_non_finite_loss_read_on_a_cadence_never_reaches_a_checkpoint(tmp_path) -> None:
+    """The default reads the flag every faults.check_every_n_steps steps (no host-device sync per step):
+    a NaN at step 1 updates the weights, but the check before last.ckpt is written (step 2) stops first."""
+    module = TinyModule(bad_steps=(1,))
+    last = LastCheckpoint(tmp_path / "checkpoints", every_n_steps=2)
+    guard = NonFiniteLossGuard("stop", check_every_n_steps=4)
+    trainer = tiny_trainer(tmp_path, [guard, last], enable_checkpointing=False)
+    with pytest.raises(
+        NonFiniteLossError, match=r"nan at global step 1 .*found at global step 2: .*check_every_n_steps=4"
+    ):
+        trainer.fit(module, tiny_loader())
+    assert trainer.global_step == 2
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "a checkpoint with NaN weights was written"
+
+
+def test_non_finite_loss_cadence_stops_at_the_next_check(tmp_path) -> None:
+    module = TinyModule(bad_steps=(1,))
+    trainer = tiny_trainer(
+        tmp_path, [NonFiniteLossGuard("stop", check_every_n_steps=3)], enable_checkpointing=False
+    )
+    with pytest.raises(NonFiniteLossError, match=r"nan at global step 1 \(epoch 0; found at global step 2"):
+        trainer.fit(module, tiny_loader())
+    assert trainer.global_step == 2, "stopped before the third step's update"
 
 
 def test_non_finite_loss_skip_leaves_weights_and_optimizer_state_untouched(tmp_path) -> None:
@@ -514,6 +542,53 @@ def test_nan_loss_through_train_py(tmp_path, policy) -> None:
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith("error: the training loss is nan at global step")
     if policy == "stop":
-        assert "global step 1 (epoch 0, batch 1)" in line and "faults.on_nan=skip" in line
+        # read at the epoch's end (faults.check_every_n_steps=20 > 3 steps), before any checkpoint
+        assert "global step 1 (epoch 0; found at global step 3" in line and "faults.on_nan=skip" in line
+        assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
     else:
         assert "global step 2 (epoch 0, batch 2), 2 skipped steps in a row" in line
+
+
+# 16-bit mixed precision with loss scaling ------------------------------------------------------------------
+class OverflowingModule(TinyModule):
+    """RMSpropTF (foreach); at `overflow_steps` the loss is finite but huge, so the scaled loss overflows."""
+
+    def __init__(self, overflow_steps: tuple[int, ...] = (), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.overflow_steps = set(overflow_steps)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * 1e35 if self.global_step in self.overflow_steps else loss
+
+    def configure_optimizers(self):
+        return RMSpropTF(self.parameters(), lr=0.01, foreach=True)
+
+
+def fp16_with_loss_scaling() -> MixedPrecision:
+    """Lightning turns `precision="16-mixed"` on a CPU into bf16; its plugin with a GradScaler runs the
+    same scaled-loss path (scale, unscale, skip on overflow, update) as on a GPU."""
+    return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))
+
+
+def test_fp16_loss_scale_overflow_is_skipped_by_the_scaler_not_a_divergence(tmp_path) -> None:
+    weights = ParameterLog()
+    module = OverflowingModule(overflow_steps=(2,))
+    guard = NonFiniteLossGuard("stop", check_every_n_steps=1)
+    trainer = tiny_trainer(
+        tmp_path, [guard, weights], enable_checkpointing=False, plugins=[fp16_with_loss_scaling()]
+    )
+    trainer.fit(module, tiny_loader())
+    assert trainer.global_step == BATCHES
+    assert torch.equal(weights.after_step[3], weights.after_step[2]), "the scaler skips the overflowed step"
+    assert not torch.equal(weights.after_step[4], weights.after_step[3]), "and trains on after it"
+    assert trainer.precision_plugin.scaler.get_scale() < 2.0**16
+    assert torch.isfinite(module.layer.weight).all()
+
+
+def test_fp16_nan_loss_still_stops(tmp_path) -> None:
+    module = OverflowingModule(bad_steps=(3,))
+    guard = NonFiniteLossGuard("stop", check_every_n_steps=1)
+    trainer = tiny_trainer(tmp_path, [guard], enable_checkpointing=False, plugins=[fp16_with_loss_scaling()])
+    with pytest.raises(NonFiniteLossError, match=r"nan at global step 3 \(epoch 0, batch 3\)"):
+        trainer.fit(module, tiny_loader())

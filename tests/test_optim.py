@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from effnetv2.errors import ConfigError
+from effnetv2.models import create_model
 from effnetv2.training.optim import RMSpropTF, lr_lambda, parameter_groups
 
 
@@ -106,3 +107,28 @@ def test_constant_schedule_and_unknown_names() -> None:
     assert {f(s) for s in range(10)} == {1.0}
     with pytest.raises(ConfigError, match="cosine, paper or constant"):
         lr_lambda("step", total_steps=10, steps_per_epoch=5)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_rmsprop_tf_foreach_equals_the_loop_after_20_steps(momentum) -> None:
+    """The foreach path (default) against the per-tensor loop, on a real model's parameter groups
+    (weight decay on some), with gradients of every size: within 1e-6 on every parameter."""
+    torch.manual_seed(0)
+    models = [create_model("v2_b0", num_classes=10) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [
+        RMSpropTF(parameter_groups(model, 1e-5), lr=0.016, momentum=momentum, foreach=foreach)
+        for model, foreach in zip(models, (False, True))
+    ]
+    assert (
+        optimizers[1].param_groups[0]["foreach"]
+        and RMSpropTF([nn.Parameter(torch.zeros(1))]).defaults["foreach"]
+    )
+    for _ in range(20):
+        for reference, vectorised in zip(models[0].parameters(), models[1].parameters()):
+            grad = torch.randn_like(reference) * 10 ** torch.empty(1).uniform_(-4, 0)
+            reference.grad, vectorised.grad = grad, grad.clone()
+        for optimizer in optimizers:
+            optimizer.step()
+    for (name, reference), vectorised in zip(models[0].named_parameters(), models[1].parameters()):
+        assert (reference - vectorised).abs().max() <= 1e-6, name

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from effnetv2.data.mixup import MixupCutmix
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
+from effnetv2.models.blocks import Dropout
 from effnetv2.training.callbacks import ProgressiveLearning
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import build_module, train
@@ -449,7 +450,7 @@ class TrainingSpy:
             magnitudes, spy._magnitudes = spy._magnitudes, []  # the samples of this batch
             loss = training_step(module, batch, batch_idx)
             calls, spy._mixup_calls = spy._mixup_calls, []
-            dropouts = {m.p for m in module.model.modules() if isinstance(m, nn.Dropout)}
+            dropouts = {m.p for m in module.model.modules() if isinstance(m, (nn.Dropout, Dropout))}
             spy.steps.append(
                 dict(
                     epoch=module.current_epoch,

@@ -236,3 +236,96 @@ class ShardRecorder(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             _append(self._file(trainer, "val"), {"epoch": trainer.current_epoch, **self._val})
+
+
+class StallRank(L.Callback):
+    """Under DDP: rank `rank` sleeps `seconds` after optimizer step `at_step` (a hung or slow rank),
+    writing `<outdir>/stalled` first, while the other ranks go on into the next collective."""
+
+    def __init__(self, outdir: str, rank: int = 1, at_step: int = 2, seconds: float = 600.0) -> None:
+        self.outdir = Path(outdir)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self.rank, self.at_step, self.seconds = rank, at_step, seconds
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.at_step:
+            (self.outdir / "stalled").write_text(str(trainer.global_step))
+            time.sleep(self.seconds)
+
+
+SYNCING_TENSOR_METHODS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")
+SYNCING_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "barrier")
+
+
+class SyncCounter(L.Callback):
+    """Counts the calls that make the host wait for the device, per training batch: the tensor methods
+    that read a value to Python (`item`, `tolist`, `numpy`, `bool()`, `float()`, `int()`) and the
+    torch.distributed collectives. A batch's count runs from its `on_train_batch_start` until the next
+    batch starts or validation begins, so Lightning's own per-step bookkeeping is included (torch.optim's
+    reads of its CPU step counters are not counted). Results in
+    `SyncCounter.per_batch` (a list of {name: count}), for in-process runs."""
+
+    per_batch: list[dict[str, int]] = []
+
+    def __init__(self) -> None:
+        self._originals: dict[tuple[Any, str], Any] = {}
+        self._current: dict[str, int] | None = None
+
+    def _patch(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+        self._originals[(owner, name)] = original
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            # torch.optim keeps its `step` counters on the CPU on purpose (also with CUDA parameters),
+            # so the `.item()` it calls on them does not wait for the device
+            caller = sys._getframe(1).f_code.co_filename.replace(os.sep, "/")
+            if self._current is not None and "/torch/optim/" not in caller:
+                self._current[name] = self._current.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        setattr(owner, name, counting)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        SyncCounter.per_batch = []
+        for name in SYNCING_TENSOR_METHODS:
+            self._patch(torch.Tensor, name)
+        for name in SYNCING_COLLECTIVES:
+            self._patch(torch.distributed, name)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._current = {}
+        SyncCounter.per_batch.append(self._current)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._current = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._current = None
+        for (owner, name), original in self._originals.items():
+            setattr(owner, name, original)
+        self._originals = {}
+
+
+class BatchShapeRecorder(L.Callback):
+    """The distinct (phase, batch shape) pairs the model saw: what torch.compile may compile once each.
+    Results in `BatchShapeRecorder.seen`, for in-process runs."""
+
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            BatchShapeRecorder.seen = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        BatchShapeRecorder.seen.add(("train", tuple(batch[0].shape)))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        BatchShapeRecorder.seen.add(("validate", tuple(batch[0].shape)))
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        # Lightning tests under inference_mode: inference tensors make a graph of their own
+        BatchShapeRecorder.seen.add(("test", tuple(batch[0].shape)))

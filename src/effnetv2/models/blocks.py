@@ -132,26 +132,52 @@ class SqueezeExcite(nn.Module):
         return x * scale.sigmoid()
 
 
-class StochasticDepth(nn.Module):
+class _Rate(nn.Module):
+    """A drop rate kept in a 0-d buffer besides a Python copy: progressive learning changes it between
+    stages, and torch.compile treats a buffer as an input of the graph, whereas it would guard a float
+    attribute as a constant and recompile the model at every change."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self._p = float(p)
+        self.register_buffer("rate", torch.tensor(self._p), persistent=False)
+
+    @property
+    def p(self) -> float:
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = float(value)
+        self.rate.fill_(self._p)
+
+    def extra_repr(self) -> str:
+        return f"p={self._p}"
+
+
+class Dropout(_Rate):
+    """Element-wise dropout (training only), kept values scaled by 1 / (1 - p), as nn.Dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        survival = 1.0 - self.rate
+        return x * (torch.rand_like(x) < survival).to(x.dtype) / survival.to(x.dtype)
+
+
+class StochasticDepth(_Rate):
     """Drops the whole residual branch per sample with probability p (training only).
 
     Kept samples are scaled by 1 / (1 - p) so the expected output matches evaluation. Blocks whose
     rate is 0 use nn.Identity instead, so the common path has no extra operation.
     """
 
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        survival = 1.0 - self.p
-        mask = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(survival).div_(survival)
-        return x * mask
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+        survival = 1.0 - self.rate
+        draws = torch.rand((x.shape[0], 1, 1, 1), device=x.device)
+        return x * (draws < survival).to(x.dtype) / survival.to(x.dtype)
 
 
 def stochastic_depth(p: float) -> nn.Module:

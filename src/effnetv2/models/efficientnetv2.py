@@ -15,6 +15,7 @@ from torch import nn
 from effnetv2.errors import ConfigError
 from effnetv2.models.blocks import (
     ConvBNAct,
+    Dropout,
     FusedMBConv,
     LayerSettings,
     MBConv,
@@ -100,7 +101,7 @@ class EfficientNetV2(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.head = ConvBNAct(in_channels, variant.head_channels, 1, settings=settings)
         self.num_features = variant.head_channels
-        self.dropout = nn.Dropout(_check_rate("drop_rate", drop_rate))
+        self.dropout = Dropout(_check_rate("drop_rate", drop_rate))
         self.classifier = nn.Linear(self.num_features, num_classes)
         self._init_weights()
 
@@ -166,7 +167,8 @@ class EfficientNetV2(nn.Module):
     def set_drop_path_rate(self, rate: float) -> None:
         """Re-spread stochastic depth over the blocks: block i of n gets rate * i / n.
 
-        Swaps each residual block's StochasticDepth / nn.Identity; no parameters change.
+        Sets each residual block's StochasticDepth rate (an nn.Identity becomes one when its rate turns
+        positive); no parameters change.
         """
         self._drop_path_rate = _check_rate("drop_path_rate", rate)
         blocks = list(self.blocks())
@@ -174,8 +176,8 @@ class EfficientNetV2(nn.Module):
             if block.drop_path is None:
                 continue
             block_rate = self._drop_path_rate * index / len(blocks)
-            if isinstance(block.drop_path, StochasticDepth) and block_rate > 0:
-                block.drop_path.p = block_rate
+            if isinstance(block.drop_path, StochasticDepth):
+                block.drop_path.p = block_rate  # also 0: the module stays, so torch.compile keeps its graph
             else:
                 block.drop_path = stochastic_depth(block_rate)
 

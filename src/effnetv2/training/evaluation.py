@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.errors import CheckpointError, ConfigError
 from effnetv2.training.module import ClassificationModule
+from effnetv2.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def run_eval(cfg: DictConfig) -> list[EvalResult]:
     sizes = list(options.sizes) if options.sizes else [checkpoint.get("eval_size", datamodule.eval_size)]
     trainer: L.Trainer = instantiate(
         cfg.trainer,
+        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
         logger=False,
         callbacks=[],
         enable_checkpointing=False,

@@ -13,15 +13,18 @@
   that optimizer step (`faults.on_nan: stop | skip`).
 - `check_checkpoint_fits` turns "a checkpoint of another variant or class count" into one clear error.
 
-Under DDP every decision is reduced across ranks, so all ranks save and stop at the same step.
+Under DDP every decision is reduced across ranks, so all ranks save and stop at the same step. Those
+reductions (and reading the NaN flag from the GPU) make the host wait for the device, so they happen
+every `faults.check_every_n_steps` optimizer steps, at epoch ends and before a checkpoint is written,
+not at every step; see docs/distributed.md for what a kill or a NaN costs in steps.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -238,11 +241,28 @@ class CheckpointOnSignal(L.Callback):
     together and raise `TrainingInterrupted` (exit code 128 + signal). A second signal stops at once.
     DataLoader workers forked while the handler is installed inherit it and keep running until the main
     process shuts them down.
+
+    Under DDP agreeing costs an all-reduce, so ranks agree every `check_every_n_steps` optimizer steps
+    and at the end of every epoch (a single process checks its flag at every step, which is free).
+    A signal that arrives while the main thread is blocked in a collective (a rank died or hangs) never
+    reaches the Python handler; a watchdog thread, woken through `signal.set_wakeup_fd`, ends the
+    process (exit code 128 + signal, no checkpoint) when training made no step for `grace_s` seconds
+    after the signal.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check_every_n_steps: int = 20, grace_s: float = 120.0) -> None:
+        if check_every_n_steps < 1:
+            raise ConfigError(f"faults.check_every_n_steps={check_every_n_steps} must be >= 1")
+        if grace_s <= 0:
+            raise ConfigError(f"faults.signal_grace_s={grace_s} must be > 0 (seconds)")
+        self.check_every_n_steps = check_every_n_steps
+        self.grace_s = grace_s
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._previous_wakeup_fd = -1
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._stopping = threading.Event()
+        self._trainer: L.Trainer | None = None
         self._step_seen = 0
 
     # Handlers ---------------------------------------------------------------------------------------
@@ -254,13 +274,61 @@ class CheckpointOnSignal(L.Callback):
         for signum in INTERRUPT_SIGNALS:
             self._previous.setdefault(signum, signal.getsignal(signum))
             signal.signal(signum, self._on_signal)
+        self._start_watchdog()
 
     def _restore(self) -> None:
+        self._stopping.set()
         if threading.current_thread() is not threading.main_thread():
             return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            for end in self._wakeup:
+                end.close()  # the watchdog's recv returns: it ends
+            self._wakeup = None
+
+    def _start_watchdog(self) -> None:
+        """Python runs signal handlers between bytecodes of the main thread, so a SIGTERM that arrives
+        while it waits inside a collective is never handled. The C-level handler still writes the
+        signal's number to the wakeup fd; this thread reads it there."""
+        if self._wakeup is not None:
+            return
+        receiver, sender = socket.socketpair()
+        sender.setblocking(False)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
+        self._wakeup = (receiver, sender)
+        self._stopping = threading.Event()
+        threading.Thread(target=self._watch, args=(receiver,), name="signal-watchdog", daemon=True).start()
+
+    def _watch(self, receiver: socket.socket) -> None:
+        signals = {int(signum) for signum in INTERRUPT_SIGNALS}
+        while True:
+            try:
+                data = receiver.recv(64)
+            except OSError:
+                return
+            if not data or self._stopping.is_set():
+                return
+            received = [signum for signum in data if signum in signals]
+            if not received:
+                continue
+            trainer = self._trainer
+            step = trainer.global_step if trainer is not None else -1
+            if self._stopping.wait(self.grace_s):
+                return
+            if trainer is not None and trainer.global_step != step:
+                continue  # training moves on: the handler runs and stops at the next check
+            name = signal.Signals(received[0]).name
+            rank = trainer.global_rank if trainer is not None else 0
+            message = (
+                f"\nerror: rank {rank}: {name} received, but training made no step for {self.grace_s:g} s "
+                f"(stuck at global step {step}, e.g. waiting for another rank in a collective): exiting "
+                "without a checkpoint; resume from the last one (faults.signal_grace_s sets the wait)\n"
+            )
+            os.write(2, message.encode())
+            os._exit(128 + received[0])
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -283,6 +351,7 @@ class CheckpointOnSignal(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning registered its own SIGTERM handler (Trainer._run), so ours wins during training.
         self._step_seen = trainer.global_step
+        self._trainer = trainer
         self._install()
         if trainer.received_sigterm:  # Lightning's flag: SIGTERM before training started
             self.received = signal.SIGTERM
@@ -293,7 +362,8 @@ class CheckpointOnSignal(L.Callback):
         if trainer.global_step == self._step_seen:
             return  # gradient accumulation: no optimizer step yet, nothing consistent to save
         self._step_seen = trainer.global_step
-        self._stop_if_signalled(trainer)
+        if trainer.world_size == 1 or trainer.global_step % self.check_every_n_steps == 0:
+            self._stop_if_signalled(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_if_signalled(trainer)  # a signal during the epoch's last step or its validation
@@ -309,8 +379,12 @@ class CheckpointOnSignal(L.Callback):
 
     def _stop_if_signalled(self, trainer: L.Trainer) -> None:
         """Save last.ckpt and raise TrainingInterrupted on every rank when any rank got a signal."""
-        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+        if trainer.world_size == 1:
+            if self.received is None:
+                return
+        elif not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
+        self._stopping.set()  # the watchdog stands down: every rank is at the same step boundary
         path = last_checkpoint_path(trainer)
         last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
         if last is None or last.saved_step != trainer.global_step:  # not just written by LastCheckpoint
@@ -342,6 +416,8 @@ def ignore_interrupts_in_worker() -> None:
     would make the worker impossible to terminate) and only SIGINT (Ctrl-C) is ignored.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(ValueError):  # the parent's watchdog wakeup fd (CheckpointOnSignal)
+        signal.set_wakeup_fd(-1)
     if not (hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwaitinfo")):
         return
     # Block SIGTERM in this thread (threads started later inherit the mask); one thread waits for it and
@@ -358,57 +434,72 @@ def ignore_interrupts_in_worker() -> None:
 
 # NaN / inf losses ----------------------------------------------------------------------------------------
 class NonFiniteLossGuard(L.Callback):
-    """Catch a NaN or inf loss before the optimizer applies its gradients.
+    """Catch a NaN or inf loss.
 
-    `on_nan="stop"` raises NonFiniteLossError naming the step (the weights are never updated with the
-    bad gradients, so the last checkpoint and the weights in memory stay finite). `on_nan="skip"` drops
-    that optimizer step's gradients (parameters, momentum and Adam moments stay as they were; the step
-    still counts, so schedules stay aligned) and stops after `max_consecutive_skips` skips in a row.
+    `on_nan="stop"` raises NonFiniteLossError naming the steps. The flag stays on the device and is read
+    (under DDP: one all-reduce) every `check_every_n_steps` optimizer steps, at every epoch end and
+    before any checkpoint is written, so the host does not wait for the GPU at every step: up to that
+    many steps may be applied after the first NaN, but no checkpoint ever holds them, and the error
+    says where to resume. `on_nan="skip"` must decide before each optimizer step, so it reads the flag at
+    every step: it drops that step's gradients (parameters, momentum and Adam moments stay as they were;
+    the step still counts, so schedules stay aligned) and stops after `max_consecutive_skips` skips.
 
-    Costs one device-to-host sync per optimizer step (under DDP: one all-reduce of a flag).
+    With 16-bit mixed precision and loss scaling (`16-mixed`), the loss this guard sees is scaled; the
+    GradScaler skips the optimizer steps whose scaled loss or gradients overflow to inf and lowers the
+    scale: that is not a divergence, so there only a NaN loss counts.
     """
 
-    def __init__(self, on_nan: str = "stop", max_consecutive_skips: int = 10) -> None:
+    def __init__(
+        self, on_nan: str = "stop", max_consecutive_skips: int = 10, check_every_n_steps: int = 20
+    ) -> None:
         if on_nan not in NAN_POLICIES:
             raise ConfigError(f"faults.on_nan={on_nan!r} is unknown; choose one of {', '.join(NAN_POLICIES)}")
         if max_consecutive_skips < 1:
             raise ConfigError(f"faults.max_consecutive_nan_skips={max_consecutive_skips} must be >= 1")
+        if check_every_n_steps < 1:
+            raise ConfigError(f"faults.check_every_n_steps={check_every_n_steps} must be >= 1")
         self.on_nan = on_nan
         self.max_consecutive_skips = max_consecutive_skips
+        self.check_every_n_steps = check_every_n_steps
         self.skipped_steps = 0
         self._skips_in_a_row = 0
         self._nonfinite: torch.Tensor | None = None
         self._loss: torch.Tensor | None = None
+        self._first_unchecked_step: int | None = None
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
-        nonfinite = ~torch.isfinite(loss.detach()).all()  # stays on the device: no sync per micro-batch
-        self._nonfinite = nonfinite if self._nonfinite is None else self._nonfinite | nonfinite
-        self._loss = loss.detach()
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            # 16-mixed: `loss` is scaled. An inf is the scaled value overflowing (the scaler skips the
+            # step and lowers the scale); only a NaN is a NaN of the loss itself.
+            nonfinite = torch.isnan(loss.detach()).any()
+        else:
+            nonfinite = ~torch.isfinite(loss.detach()).all()  # stays on the device: no sync here
+        step = trainer.global_step
+        if self._nonfinite is None:
+            self._nonfinite, self._loss = nonfinite, loss.detach()
+            self._first_bad_step = torch.where(nonfinite, step, -1)
+            self._first_unchecked_step = step
+        else:  # keep the first non-finite loss and its step for the message
+            first = self._nonfinite
+            self._loss = torch.where(first, self._loss, loss.detach())
+            self._first_bad_step = torch.where(first | ~nonfinite, self._first_bad_step, step)
+            self._nonfinite = first | nonfinite
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        local = self._nonfinite
-        self._nonfinite = None
-        if local is None:
+        if self._nonfinite is None:
             return
-        if not trainer.strategy.reduce_boolean_decision(bool(local), all=False):
+        step = trainer.global_step + 1  # the step this update makes
+        if self.on_nan == "stop" and step % self.check_every_n_steps:
+            return  # read later, with the flag of the steps in between
+        if not self._check(trainer):
             self._skips_in_a_row = 0
             return
-        loss = self._loss.float().mean().item() if self._loss is not None else float("nan")
-        where = (
-            f"global step {trainer.global_step} (epoch {trainer.current_epoch}, "
-            f"batch {trainer.fit_loop.epoch_loop.batch_idx})"
-        )
-        value = f"{loss}" if not math.isfinite(loss) else "not finite on another rank"
-        if self.on_nan == "stop":
-            raise NonFiniteLossError(
-                f"the training loss is {value} at {where}; the weights were not updated with it. Lower "
-                "optimizer.lr, set trainer.gradient_clip_val (e.g. 1.0), check the data, or set "
-                "faults.on_nan=skip to skip such steps"
-            )
+        where = self._where(trainer, trainer.global_step)
+        value = self._value
         self.skipped_steps += 1
         self._skips_in_a_row += 1
         if self._skips_in_a_row >= self.max_consecutive_skips:
@@ -421,6 +512,54 @@ class NonFiniteLossGuard(L.Callback):
             for parameter in group["params"]:
                 parameter.grad = None  # optimizers leave parameters without gradients untouched
         rank_zero_warn(f"skipped {where}: the training loss is {value} (faults.on_nan=skip)")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.training:  # every rank writes (or skips) the checkpoint together: a consistent point
+            self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> bool:
+        """Read the flag of the steps since the last check (all ranks together); raise under `stop`."""
+        local, first = self._nonfinite, self._first_unchecked_step
+        if local is None:
+            return False
+        self._nonfinite = None
+        local_bad = bool(local)
+        self._value = f"{self._loss.float().mean().item()}" if local_bad else "not finite on another rank"
+        if trainer.world_size == 1:
+            bad = local_bad
+        else:
+            bad = trainer.strategy.reduce_boolean_decision(local_bad, all=False)
+        if not bad or self.on_nan == "skip":
+            return bad
+        now = trainer.global_step
+        bad_step = int(self._first_bad_step) if local_bad else None
+        if bad_step == now:
+            where = self._where(trainer, now)
+        else:
+            steps = (
+                f"global step {bad_step}" if bad_step is not None else f"one of global steps {first}-{now}"
+            )
+            where = (
+                f"{steps} (epoch {trainer.current_epoch}; found at global step {now}: the flag is read "
+                f"every faults.check_every_n_steps={self.check_every_n_steps} steps)"
+            )
+        raise NonFiniteLossError(
+            f"the training loss is {self._value} at {where}; no checkpoint holds weights updated with it. "
+            "Lower optimizer.lr, set trainer.gradient_clip_val (e.g. 1.0), check the data, or set "
+            "faults.on_nan=skip to skip such steps; resume from the last checkpoint"
+        )
+
+    @staticmethod
+    def _where(trainer: L.Trainer, step: int) -> str:
+        return (
+            f"global step {step} (epoch {trainer.current_epoch}, "
+            f"batch {trainer.fit_loop.epoch_loop.batch_idx})"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped_steps": self.skipped_steps}

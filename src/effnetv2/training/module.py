@@ -82,6 +82,14 @@ def restore_rng_states(states: dict[str, Any], mixup: MixupCutmix) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def allow_one_graph_per_size() -> None:
+    """torch.compile keeps 8 graphs per function by default, then silently runs eagerly: progressive
+    learning needs one per stage size, train and eval, plus a smaller last batch of each."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 64))
+
+
 class ClassificationModule(L.LightningModule):
     """Image classification with EfficientNetV2, as trained in the paper (label smoothing, mixup,
     no weight decay on norms and biases, learning rate scaled with the batch size)."""
@@ -100,8 +108,10 @@ class ClassificationModule(L.LightningModule):
         lr_batch_base: int | None = 256,
         channels_last: bool = False,
         compile: bool = False,
+        compile_backend: str = "inductor",
         monitor: str = "val/acc",
         class_weights: str | None = None,
+        max_logged_classes: int = 50,
         data: dict | None = None,
     ) -> None:
         super().__init__()
@@ -123,8 +133,10 @@ class ClassificationModule(L.LightningModule):
                 lr_batch_base=lr_batch_base,
                 channels_last=channels_last,
                 compile=compile,
+                compile_backend=compile_backend,
                 monitor=monitor,
                 class_weights=class_weights,
+                max_logged_classes=max_logged_classes,
                 data=_plain(data),
             ),
             logger=False,  # the pipeline logs the whole run config, these values included
@@ -134,7 +146,10 @@ class ClassificationModule(L.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         if compile:
             # In place: checkpoints keep the plain `model.*` keys and load with or without compile.
-            self.model.compile()
+            # dynamic=False: one static graph per image size (a stage's size compiles once; without it
+            # the second size would make every size dynamic). Drop rates live in buffers, not guarded.
+            self.model.compile(dynamic=False, backend=compile_backend)
+            allow_one_graph_per_size()
         self.mixup = MixupCutmix(
             num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=label_smoothing
         )
@@ -154,6 +169,7 @@ class ClassificationModule(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self._epoch_start: float | None = None
         self._epoch_images = 0
+        self._epoch_image_size: int | None = None
 
     # Setters used by progressive learning -------------------------------------------------------
     def set_mixup_alpha(self, alpha: float) -> None:
@@ -187,9 +203,13 @@ class ClassificationModule(L.LightningModule):
         loss = F.cross_entropy(logits, soft_targets, weight=self.class_weight)
         self.train_acc(logits.detach(), targets)
         self._epoch_images += images.shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self._epoch_image_size = images.shape[
+            -1
+        ]  # logged once per epoch: a float per step is a copy per step
+        # not prog_bar: Lightning converts progress-bar values to Python floats after every step (a
+        # host-device sync per step); StageProgressBar shows train/loss every log_every_n_steps instead
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        self.log("train/image_size", float(images.shape[-1]), on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -230,6 +250,9 @@ class ClassificationModule(L.LightningModule):
         """Keep the confusion matrix and per-class accuracy for the loggers and the run folder."""
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
         per_class = self.test_acc_per_class.compute().cpu()
+        self.test_per_class_accuracy = per_class
+        if len(per_class) > self.hparams.max_logged_classes:
+            return  # a metric per class would swamp the loggers: per_class_accuracy.csv has them
         names = self.hparams.class_names or [str(i) for i in range(len(per_class))]
         for name, acc in zip(names, per_class.tolist()):
             self.log(f"test/acc_class/{name}", acc)
@@ -258,8 +281,11 @@ class ClassificationModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._epoch_images = 0
+        self._epoch_image_size = None
 
     def on_train_epoch_end(self) -> None:
+        if self._epoch_image_size is not None:
+            self.log("train/image_size", float(self._epoch_image_size), prog_bar=True)
         if self._epoch_start is not None and self._epoch_images:
             seconds = time.perf_counter() - self._epoch_start
             self.log("train/images_per_sec", self._epoch_images / seconds * self.trainer.world_size)

@@ -22,6 +22,10 @@ class RMSpropTF(torch.optim.Optimizer):
 
     PyTorch's own RMSprop puts epsilon outside the root and starts the average at zero, which with the
     paper's eps=1e-3 gives much larger first steps.
+
+    `foreach=True` (default) updates all tensors of a parameter group with a few `torch._foreach_*`
+    calls (a handful of fused kernel launches) instead of a Python loop of ~8 launches per tensor; the
+    loop (`foreach=False`) is the reference the foreach path is tested against.
     """
 
     def __init__(
@@ -32,12 +36,21 @@ class RMSpropTF(torch.optim.Optimizer):
         eps: float = 1e-3,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        foreach: bool = True,
     ) -> None:
         if lr <= 0 or not 0 <= alpha < 1 or eps <= 0 or momentum < 0:
             raise ConfigError(f"RMSpropTF: invalid lr={lr}, alpha={alpha}, eps={eps}, momentum={momentum}")
         super().__init__(
-            params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
+            params,
+            dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay, foreach=foreach),
         )
+
+    def _state_of(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            state["square_avg"] = torch.ones_like(p, memory_format=torch.preserve_format)
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -46,23 +59,42 @@ class RMSpropTF(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if group["weight_decay"]:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                state = self.state[p]
-                if not state:
-                    state["square_avg"] = torch.ones_like(p)
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                square_avg = state["square_avg"]
-                square_avg.mul_(group["alpha"]).addcmul_(grad, grad, value=1 - group["alpha"])
-                scaled = grad / square_avg.add(group["eps"]).sqrt_()
-                buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(scaled, alpha=group["lr"])
-                p.sub_(buf)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if group.get("foreach", True):
+                self._foreach_update(group, params)
+            else:
+                self._loop_update(group, params)
         return loss
+
+    def _loop_update(self, group: dict, params: list[torch.Tensor]) -> None:
+        for p in params:
+            grad = p.grad
+            if group["weight_decay"]:
+                grad = grad.add(p, alpha=group["weight_decay"])
+            state = self._state_of(p)
+            square_avg = state["square_avg"]
+            square_avg.mul_(group["alpha"]).addcmul_(grad, grad, value=1 - group["alpha"])
+            scaled = grad / square_avg.add(group["eps"]).sqrt_()
+            buf = state["momentum_buffer"]
+            buf.mul_(group["momentum"]).add_(scaled, alpha=group["lr"])
+            p.sub_(buf)
+
+    def _foreach_update(self, group: dict, params: list[torch.Tensor]) -> None:
+        grads = [p.grad for p in params]
+        if group["weight_decay"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        states = [self._state_of(p) for p in params]
+        square_avgs = [state["square_avg"] for state in states]
+        buffers = [state["momentum_buffer"] for state in states]
+        torch._foreach_mul_(square_avgs, group["alpha"])
+        torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["alpha"])
+        denominators = torch._foreach_add(square_avgs, group["eps"])
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_mul_(buffers, group["momentum"])
+        torch._foreach_addcdiv_(buffers, grads, denominators, value=group["lr"])
+        torch._foreach_sub_(params, buffers)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.errors import CheckpointError
 from effnetv2.models.summary import format_summary, model_summary
+from effnetv2.training.distributed import collective_timeout_error, end_other_ranks, is_collective_timeout
 from effnetv2.training.faults import AtomicCheckpointIO
 from effnetv2.training.loggers import (
     KeepWandbRunId,
@@ -26,6 +27,7 @@ from effnetv2.training.loggers import (
     wandb_run_config,
 )
 from effnetv2.training.module import ClassificationModule
+from effnetv2.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +112,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_group(logger_cfg)
     # AtomicCheckpointIO: a kill while saving never truncates last.ckpt; checkpoints load weights_only.
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
     )
     log_run_config(trainer, cfg)
 
     try:
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            except RuntimeError as error:
+                if trainer.world_size > 1 and is_collective_timeout(error):
+                    end_other_ranks(trainer)
+                    raise collective_timeout_error(trainer, error) from error
+                raise
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("test", True) and not datamodule.has_labeled_test_split():
             log.info(

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks.progress.progress_bar import get_standard_metrics
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid, save_image
@@ -39,11 +40,54 @@ def current_stage(trainer: L.Trainer) -> tuple[StageValues | None, int]:
 
 
 class StageProgressBar(RichProgressBar):
-    """Lightning's rich progress bar, plus the progressive-learning stage and the train image size."""
+    """Lightning's rich progress bar, plus the progressive-learning stage and the train image size.
+
+    Only rank 0 draws the bar, so it must never start a collective: Lightning's `get_metrics` reads
+    `trainer.progress_bar_metrics`, which computes (and under DDP all-gathers) every epoch metric not
+    computed yet, e.g. at `on_train_epoch_end` before the loop computes them on all ranks, while the
+    other ranks wait in another collective: a deadlock. This bar shows the values every rank already
+    computed (step values after each batch, epoch values after each epoch or validation), and reads
+    them from the device every `trainer.log_every_n_steps` steps only, so drawing it does not make the
+    host wait for the GPU at every step.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        logged_metrics: tuple[str, ...] = ("train/loss_step", "train/loss_epoch"),
+        **kwargs: Any,
+    ) -> None:
+        """`logged_metrics`: logged values shown besides those logged with `prog_bar=True` (which
+        Lightning converts to Python numbers after every step, so per-step values use this instead)."""
+        super().__init__(*args, **kwargs)
+        self.logged_metrics = tuple(logged_metrics)
+        self._shown: dict[str, Any] = {}
+        self._read_now = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        every = max(1, int(trainer.log_every_n_steps))
+        self._read_now = batch_idx == 0 or trainer.global_step % every == 0
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._read_now = True
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("train/image_size", None)  # shown as `size` below, from the stage itself
+        if self._read_now or not self._shown:
+            connector = trainer._logger_connector  # values already computed: no compute, no collective
+            logged = {
+                name: value
+                for name, value in connector._logged_metrics.items()
+                if name in self.logged_metrics
+            }
+            computed = {**connector._progress_bar_metrics, **logged}
+            computed.pop("train/image_size", None)  # shown as `size` below, from the stage itself
+            computed = {
+                name: value.item() if isinstance(value, torch.Tensor) else value
+                for name, value in computed.items()
+            }
+            self._shown = {**get_standard_metrics(trainer), **computed}
+        items = dict(self._shown)
         values, num_stages = current_stage(trainer)
         if values is not None:
             items = {"stage": f"{values.stage + 1}/{num_stages}", "size": values.image_size, **items}
@@ -138,22 +182,39 @@ class StageReport(L.Callback):
 
 class ConfusionMatrixReport(L.Callback):
     """After testing: the confusion matrix (rows: true class, columns: predicted) as
-    `<dirpath>/confusion_matrix.csv` and `.png`, a W&B table and image, and a TensorBoard figure."""
+    `<dirpath>/confusion_matrix.csv` and `.png`, a W&B table and image, and a TensorBoard figure.
 
-    def __init__(self, dirpath: str) -> None:
+    Above `max_classes` classes (`module.max_logged_classes`) a figure (0.5 inch per class: ~60k pixels a
+    side for 1000 classes) and a full W&B table would cost gigabytes: then the CSV stays whole and the
+    figure and tables give way to the `top_pairs` most-confused (true, predicted) pairs, in
+    `<dirpath>/confusion_top_pairs.csv` and a W&B table; the per-class accuracies, then not logged one
+    metric per class, go to `<dirpath>/per_class_accuracy.csv`.
+    """
+
+    def __init__(self, dirpath: str, max_classes: int = 50, top_pairs: int = 50) -> None:
         self.dirpath = Path(dirpath)
+        self.max_classes = max_classes
+        self.top_pairs = top_pairs
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = getattr(pl_module, "test_confusion_matrix", None)
         if matrix is None or not trainer.is_global_zero:
             return
         names = list(pl_module.hparams.get("class_names") or [str(i) for i in range(matrix.shape[0])])
-        rows = [[name, *map(int, counts)] for name, counts in zip(names, matrix.tolist())]
         self.dirpath.mkdir(parents=True, exist_ok=True)
         with open(self.dirpath / "confusion_matrix.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["true \\ predicted", *names])
-            writer.writerows(rows)
+            for name, counts in zip(names, matrix.tolist()):
+                writer.writerow([name, *counts])
+        if len(names) > self.max_classes:
+            self._summarise(trainer, matrix, names)
+        else:
+            self._draw(trainer, matrix, names)
+        log.info("Confusion matrix: %s", self.dirpath / "confusion_matrix.csv")
+
+    def _draw(self, trainer: L.Trainer, matrix: torch.Tensor, names: list[str]) -> None:
+        rows = [[name, *map(int, counts)] for name, counts in zip(names, matrix.tolist())]
         figure = confusion_figure(matrix, names)
         image_path = self.dirpath / "confusion_matrix.png"
         figure.savefig(image_path, dpi=120, bbox_inches="tight")
@@ -163,7 +224,46 @@ class ConfusionMatrixReport(L.Callback):
                 logger.log_image("test/confusion_matrix_image", images=[str(image_path)])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("test/confusion_matrix", figure, global_step=trainer.global_step)
-        log.info("Confusion matrix: %s", self.dirpath / "confusion_matrix.csv")
+
+    def _summarise(self, trainer: L.Trainer, matrix: torch.Tensor, names: list[str]) -> None:
+        columns = ["true", "predicted", "count", "share_of_true"]
+        rows = most_confused_pairs(matrix, names, self.top_pairs)
+        with open(self.dirpath / "confusion_top_pairs.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(columns)
+            writer.writerows(rows)
+        per_class = getattr(trainer.lightning_module, "test_per_class_accuracy", None)
+        if per_class is not None:  # not logged one metric per class above the same bound (module.py)
+            with open(self.dirpath / "per_class_accuracy.csv", "w", newline="") as file:
+                writer = csv.writer(file)
+                writer.writerow(["class", "accuracy"])
+                writer.writerows(zip(names, per_class.tolist()))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table("test/confusion_top_pairs", columns=columns, data=rows)
+        log.info(
+            "%d classes > callbacks.confusion_matrix.max_classes=%d: no confusion figure; the %d most "
+            "confused pairs are in %s",
+            len(names),
+            self.max_classes,
+            len(rows),
+            self.dirpath / "confusion_top_pairs.csv",
+        )
+
+
+def most_confused_pairs(matrix: torch.Tensor, names: list[str], count: int) -> list[list[Any]]:
+    """The `count` largest off-diagonal cells: [true, predicted, count, count / images of true class]."""
+    off_diagonal = matrix.clone()
+    off_diagonal.fill_diagonal_(0)
+    values, flat = off_diagonal.flatten().topk(min(count, off_diagonal.numel()))
+    totals = matrix.sum(dim=1).clamp_min(1)
+    rows = []
+    for value, index in zip(values.tolist(), flat.tolist()):
+        if value <= 0:
+            break
+        true, predicted = divmod(index, matrix.shape[1])
+        rows.append([names[true], names[predicted], int(value), round(value / int(totals[true]), 4)])
+    return rows
 
 
 def confusion_figure(matrix: torch.Tensor, names: list[str]) -> Figure:
