@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from effnetv2.data.balance import BalancedSampler, check_sampler
+from effnetv2.data.device_batch import ImageNormalizer
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import FASHION_MNIST_ROOT, SampleSet, build_source, check_policy
 from effnetv2.data.splits import (
@@ -38,7 +39,7 @@ from effnetv2.data.splits import (
     stratified_split,
     stratified_subset,
 )
-from effnetv2.data.torch_loader import ImageDataset, LiveSettings, NormalizingCollate, make_loader
+from effnetv2.data.torch_loader import ImageDataset, LiveSettings, make_loader
 from effnetv2.data.transforms import (
     EvalTransform,
     TrainTransform,
@@ -57,7 +58,8 @@ FASHION_MNIST_STD = (0.3530,)
 class ImageDataModule(L.LightningDataModule):
     """Image classification data with run-time image size and augmentation strength.
 
-    Batches are (float32 N x C x H x W normalised images, int64 N labels).
+    Loaders yield (uint8 N x C x H x W images, int64 N labels); `on_after_batch_transfer` turns the
+    images into float32 normalised by mean/std on the device (`normalize` does it for a batch by hand).
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class ImageDataModule(L.LightningDataModule):
         )  # validates
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.normalizer = ImageNormalizer(self.mean, self.std)
         self.beton_dir = Path(beton_dir)
         self.beton_max_resolution = beton_max_resolution
         self.beton_jpeg_quality = beton_jpeg_quality
@@ -382,6 +385,21 @@ class ImageDataModule(L.LightningDataModule):
 
     # Lightning hooks --------------------------------------------------------------------------
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images as the loaders deliver them -> float32 model input, on their device."""
+        return self.normalizer(images)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The batch is on the training device: convert and normalise there (uint8 travelled).
+
+        Lightning's precision plugin converts inputs before the transfer, when they were still
+        uint8; it converts the float images now (e.g. to float16 under precision=16-true)."""
+        images, labels = batch
+        images = self.normalize(images)
+        if self.trainer is not None:
+            images = self.trainer.precision_plugin.convert_input(images)
+        return images, labels
+
     def prepare_data(self) -> None:
         """FFCV: write the .beton files that are missing or were written from other data/settings."""
         if self.loader == "ffcv":
@@ -470,7 +488,6 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            collate=NormalizingCollate(self.mean, self.std),
             sampler=BalancedSampler(samples.labels, *self._replicas(), seed=self.seed) if balanced else None,
         )
 
@@ -548,6 +565,16 @@ class ImageDataModule(L.LightningDataModule):
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
 
+    def _device(self) -> torch.device:
+        """Where batches are used: the trainer's device (FFCV copies them there itself)."""
+        strategy = getattr(self.trainer, "strategy", None)
+        return strategy.root_device if strategy is not None else torch.device("cpu")
+
+    def _channels_last(self) -> bool:
+        """Whether the model being trained takes channels_last input (module.channels_last)."""
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return bool(getattr(module, "hparams", {}).get("channels_last", False))
+
     def _ffcv_dataloader(self, role: str, split: str, indices: np.ndarray) -> Any:
         if role not in self._ffcv_loaders:
             from effnetv2.data.ffcv_loader import FFCVLoader
@@ -560,9 +587,8 @@ class ImageDataModule(L.LightningDataModule):
                 num_workers=self.num_workers,
                 train=train,
                 image_size=self._image_size if train else self._eval_size,
-                mean=self.mean,
-                std=self.std,
-                channels=self.in_chans,
+                device=self._device(),
+                channels_last=self._channels_last(),
                 crop_scale=self.crop_scale,
                 crop_ratio=self.crop_ratio,
                 crop_pct=self.crop_pct,
