@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from effnetv2.data.balance import BalancedSampler, check_sampler
+from effnetv2.data.betons import announce_beton, beton_lock, choose_loader, estimate_beton, source_fingerprint
 from effnetv2.data.device_batch import ImageNormalizer
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import FASHION_MNIST_ROOT, SampleSet, build_source, check_policy
@@ -50,7 +51,7 @@ from effnetv2.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-LOADERS = ("torch", "ffcv")
+LOADERS = ("auto", "torch", "ffcv")
 FASHION_MNIST_MEAN = (0.2860,)  # the defaults describe the default source
 FASHION_MNIST_STD = (0.3530,)
 
@@ -79,7 +80,7 @@ class ImageDataModule(L.LightningDataModule):
         fold_column: str | None = None,
         group_column: str | None = None,
         # loading
-        loader: str = "torch",
+        loader: str = "torch",  # auto | torch | ffcv
         sampler: str = "random",
         batch_size: int = 128,
         num_workers: int = 2,
@@ -150,10 +151,14 @@ class ImageDataModule(L.LightningDataModule):
         )
         self.name = name or source
         self._in_chans = in_chans
-        self.loader = loader
-        if loader == "ffcv":
+        if loader == "auto" and sampler == "balanced":
+            self.loader, reason = "torch", "data.loader=auto and data.sampler=balanced needs the torch loader"
+        else:
+            self.loader, reason = choose_loader(loader)
+        log.info("data loader: %s (%s)", self.loader, reason)
+        if self.loader == "ffcv":
             import effnetv2.data.ffcv_loader  # noqa: F401  (fail now, with install advice, if ffcv is missing)
-        self.sampler = check_sampler(sampler, loader)
+        self.sampler = check_sampler(sampler, self.loader)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -190,6 +195,7 @@ class ImageDataModule(L.LightningDataModule):
         ]
         check_extra_transforms(self.extra_transforms, in_chans)
         self._splits: dict[str, SampleSet | None] = {}
+        self._fingerprints: dict[str, str | None] = {}
         self._settings: LiveSettings | None = None
         self._randaugment: RandAugment | None = None
         self._datasets: dict[str, ImageDataset] = {}
@@ -394,14 +400,20 @@ class ImageDataModule(L.LightningDataModule):
 
         Lightning's precision plugin converts inputs before the transfer, when they were still
         uint8; it converts the float images now (e.g. to float16 under precision=16-true)."""
+        if isinstance(batch, torch.Tensor):  # e.g. the model summary's example input: images alone
+            return self._model_input(batch)
         images, labels = batch
+        return self._model_input(images), labels
+
+    def _model_input(self, images: torch.Tensor) -> torch.Tensor:
         images = self.normalize(images)
         if self.trainer is not None:
             images = self.trainer.precision_plugin.convert_input(images)
-        return images, labels
+        return images
 
     def prepare_data(self) -> None:
-        """FFCV: write the .beton files that are missing or were written from other data/settings."""
+        """FFCV: write the .beton files that are missing or were written from other data/settings
+        (Lightning calls this on local rank 0 only, the other ranks wait)."""
         if self.loader == "ffcv":
             self.write_betons(overwrite=False)
 
@@ -501,24 +513,35 @@ class ImageDataModule(L.LightningDataModule):
     def _beton(self, split: str) -> Path:
         return self.beton_dir / f"{self.name}_{split}.beton"
 
-    def _beton_info(self) -> dict[str, Any]:
+    def _beton_info(self, split: str) -> dict[str, Any]:
+        """What a split's beton is written from and how: compared with the stored info before reuse."""
         return {
             **self.source.describe(),
             "class_names": self.class_names,
+            "source_fingerprint": self._fingerprint(split),
             "max_resolution": self.beton_max_resolution,
             "jpeg_quality": self.beton_jpeg_quality,
             "write_mode": self.beton_write_mode,
         }
 
-    def _beton_is_current(self, beton: Path) -> bool:
+    def _fingerprint(self, split: str) -> str | None:
+        """The split's source fingerprint, computed once per data module (it stats every file)."""
+        if split not in self._fingerprints:
+            samples = self._split(split)
+            self._fingerprints[split] = source_fingerprint(samples) if samples is not None else None
+        return self._fingerprints[split]
+
+    def _beton_is_current(self, split: str) -> bool:
         from effnetv2.data.ffcv_loader import read_info
 
-        info = read_info(beton)
-        return info is not None and all(info.get(key) == value for key, value in self._beton_info().items())
+        info = read_info(self._beton(split))
+        return info is not None and all(
+            info.get(key) == value for key, value in self._beton_info(split).items()
+        )
 
     def _checked_beton(self, split: str) -> Path:
         beton = self._beton(split)
-        if not self._beton_is_current(beton):
+        if not self._beton_is_current(split):
             raise DataError(
                 f"{beton} is missing or was written from other data or settings. Write it with "
                 f"`python src/prepare_data.py data={self.name}` (Lightning's prepare_data also does)."
@@ -526,30 +549,40 @@ class ImageDataModule(L.LightningDataModule):
         return beton
 
     def write_betons(self, overwrite: bool = True) -> dict[str, Path]:
-        """Write one .beton per split of the source (missing or stale ones unless `overwrite`)."""
+        """Write one .beton per split of the source (missing or stale ones unless `overwrite`).
+
+        One process at a time (a file lock): Lightning calls prepare_data on rank 0 while the other
+        ranks wait; a process that waited for the lock finds the betons current and reuses them.
+        """
         from effnetv2.data.ffcv_loader import write_beton
 
         written = {}
-        for split in ("train", "val", "test"):
-            beton = self._beton(split)
-            if not overwrite and self._beton_is_current(beton):
-                continue
-            samples = self._split(split)
-            if samples is None:
-                continue
-            log.info("writing %s (%d samples) to %s", split, len(samples), beton)
-            count = write_beton(
-                samples,
-                beton,
-                info=self._beton_info(),
-                max_resolution=self.beton_max_resolution,
-                jpeg_quality=self.beton_jpeg_quality,
-                write_mode=self.beton_write_mode,
-                num_workers=self.num_workers,
-                on_bad_image=self.on_bad_image,
-            )
-            log.info("wrote %d of %d %s samples to %s", count, len(samples), split, beton)
-            written[split] = beton
+        with beton_lock(self.beton_dir, self.name):
+            for split in ("train", "val", "test"):
+                beton = self._beton(split)
+                samples = self._split(split)
+                if samples is None or (not overwrite and self._beton_is_current(split)):
+                    continue
+                size, seconds = estimate_beton(
+                    samples,
+                    self.beton_max_resolution,
+                    self.beton_write_mode,
+                    self.beton_jpeg_quality,
+                    self.num_workers,
+                )
+                log.warning(announce_beton(beton, len(samples), size, seconds))
+                count = write_beton(
+                    samples,
+                    beton,
+                    info=self._beton_info(split),
+                    max_resolution=self.beton_max_resolution,
+                    jpeg_quality=self.beton_jpeg_quality,
+                    write_mode=self.beton_write_mode,
+                    num_workers=self.num_workers,
+                    on_bad_image=self.on_bad_image,
+                )
+                log.info("wrote %d of %d %s samples to %s", count, len(samples), split, beton)
+                written[split] = beton
         return written
 
     def _distributed(self) -> bool:
