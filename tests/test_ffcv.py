@@ -332,3 +332,14 @@ def test_missing_ffcv_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delitem(sys.modules, "effnetv2.data.ffcv_loader")
     with pytest.raises(DataError, match=r"(?s)make setup.*pip install -e .\[ffcv\].*data.loader=torch"):
         ImageDataModule(loader="ffcv")
+
+
+def test_an_epoch_started_under_inference_mode_loads(cifar_folder: Path, beton_dir: Path) -> None:
+    """Lightning validates under torch.inference_mode: ToDevice's buffers, allocated when the epoch
+    starts, must still be writable by FFCV's loader thread (it copies into them outside that mode)."""
+    datamodule = ffcv_module(cifar_folder, beton_dir)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    with torch.inference_mode():
+        images, labels = next(iter(datamodule.test_dataloader()))
+    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.uint8 and len(labels) == 16

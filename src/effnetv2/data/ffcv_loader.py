@@ -357,7 +357,10 @@ class FFCVLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         threads = torch.get_num_threads()
-        epoch = iter(self.loader)
+        # ToDevice's buffers are allocated here and filled in place by the epoch thread: allocated
+        # under Lightning's inference mode (validation), they would be inference tensors it cannot write.
+        with torch.inference_mode(False):
+            epoch = iter(self.loader)
         _open_epochs.add(epoch)
         try:
             while (batch := _next_batch(epoch)) is not None:
