@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.decode import check_image_file, read_image
 from effnetv2.data.sources import CsvSource, ImageFolder
-from effnetv2.data.torch_loader import ImageDataset, LiveSettings, NormalizingCollate
+from effnetv2.data.torch_loader import ImageDataset, LiveSettings, Uint8Collate
 from effnetv2.data.transforms import EvalTransform
 from effnetv2.errors import DataError
 
@@ -204,10 +205,10 @@ def test_decode_failure_at_load_time_is_skipped_and_logged(
     tiny_folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     dataset, broken = broken_after_scan(tiny_folder, "skip")
-    collate = NormalizingCollate((0.5,) * 3, (0.25,) * 3)
+    collate = Uint8Collate()
     with caplog.at_level(logging.WARNING):
         images, labels = collate([dataset[i] for i in range(4)])
-    assert images.shape == (3, 3, 16, 16) and len(labels) == 3
+    assert images.shape == (3, 3, 16, 16) and images.dtype == torch.uint8 and len(labels) == 3
     assert broken.name in caplog.text
     with pytest.raises(DataError, match="all 1 images of a batch failed"):
         collate([dataset[0]])

@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR, compose_config
+from effnetv2.data.betons import choose_loader
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.sources import FASHION_MNIST_ROOT
 
@@ -43,13 +44,19 @@ def test_fashion_mnist_config(tmp_path: Path) -> None:
 def test_colour_data_configs(name: str, cifar_folder: Path, cifar_csv: Path, tmp_path: Path) -> None:
     root = cifar_csv if name == "csv" else cifar_folder
     extra = ["data.extension=.jpg", "data.test_csv=test.csv"] if name == "csv" else []
-    cfg = compose_config("prepare_data", [f"data={name}", f"data.root={root}", *SMALL, *extra], tmp_path)
+    betons = f"data.beton_dir={tmp_path / 'betons'}"
+    cfg = compose_config(
+        "prepare_data", [f"data={name}", f"data.root={root}", *SMALL, *extra, betons], tmp_path
+    )
     datamodule = instantiate(cfg.data)
     assert (datamodule.in_chans, datamodule.num_classes) == (3, 10)
+    assert datamodule.loader == choose_loader("auto")[0]  # loader: auto, FFCV where installed
+    datamodule.prepare_data()  # FFCV: writes the betons on first use
     images, _ = next(iter(datamodule.train_dataloader()))
-    assert images.shape == (8, 3, 32, 32)
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.uint8
     datamodule.setup("test")
-    assert len(datamodule.test_dataloader().dataset) == len(list((cifar_folder / "test").rglob("*.jpg")))
+    test_images = sum(len(labels) for _, labels in datamodule.test_dataloader())
+    assert test_images == len(list((cifar_folder / "test").rglob("*.jpg")))
 
 
 def test_image_folder_needs_a_root(tmp_path: Path) -> None:

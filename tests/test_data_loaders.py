@@ -54,8 +54,9 @@ def magnitude_spy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def applied_magnitudes(images: torch.Tensor, mean: float = 0.5, std: float = 0.25) -> set[float]:
-    """Undo normalisation and the spy's x10: the magnitudes that produced a batch."""
-    pixels = (images * std * 255 + mean * 255).round()
+    """Undo normalisation (of a batch that reached the model) and the spy's x10: the magnitudes that
+    produced a batch."""
+    pixels = images.float() if images.dtype == torch.uint8 else (images * std * 255 + mean * 255).round()
     return set((pixels / 10).unique().tolist())
 
 
@@ -67,10 +68,13 @@ def test_fashion_mnist_default_batches() -> None:
     train, val = datamodule.train_dataloader(), datamodule.val_dataloader()
     assert len(train.dataset) == 1800 and len(val.dataset) == 200
     images, labels = next(iter(train))
-    assert images.shape == (64, 1, 32, 32) and images.dtype == torch.float32
+    assert images.shape == (64, 1, 32, 32) and images.dtype == torch.uint8  # normalised on the device
     assert labels.dtype == torch.int64 and labels.min() >= 0 and labels.max() < 10
     images, _ = next(iter(val))
-    assert abs(images.mean().item()) < 0.3 and 0.7 < images.std().item() < 1.3  # normalised
+    images = datamodule.normalize(images)
+    assert (
+        images.dtype == torch.float32 and abs(images.mean().item()) < 0.3 and 0.7 < images.std().item() < 1.3
+    )  # normalised
     datamodule.setup("test")
     assert len(datamodule.test_dataloader().dataset) == 10000
 
@@ -107,6 +111,7 @@ def test_eval_loader_matches_the_files_in_order(cifar_folder: Path) -> None:
     datamodule = cifar_module(cifar_folder, crop_pct=1.0)
     datamodule.setup("test")
     images, labels = next(iter(datamodule.test_dataloader()))
+    images = datamodule.normalize(images)
     first = datamodule._split("test").paths[0]
     from effnetv2.data.decode import read_image
 

@@ -35,7 +35,7 @@ def folder_module(root: Path, **overrides: Any) -> ImageDataModule:
 def first_train_batch(datamodule: ImageDataModule) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)  # the torch loader's shuffle
     images, labels = next(iter(datamodule.train_dataloader()))
-    return images, labels
+    return datamodule.normalize(images), labels
 
 
 def test_config_entries_reach_the_train_pipeline_after_randaugment(tmp_path: Path) -> None:
@@ -92,7 +92,8 @@ def test_the_ffcv_loader_applies_them(tiny_folder: Path, tmp_path: Path) -> None
         datamodule = folder_module(tiny_folder, **options, **overrides)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        return next(iter(datamodule.train_dataloader()))
+        images, labels = next(iter(datamodule.train_dataloader()))
+        return datamodule.normalize(images), labels
 
     plain, plain_labels = batch()
     inverted, labels = batch(extra_transforms=[INVERT])

@@ -28,6 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from effnetv2.data.balance import BalancedSampler, check_sampler
+from effnetv2.data.betons import announce_beton, beton_lock, choose_loader, estimate_beton, source_fingerprint
+from effnetv2.data.device_batch import ImageNormalizer
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import FASHION_MNIST_ROOT, SampleSet, build_source, check_policy
 from effnetv2.data.splits import (
@@ -38,7 +40,7 @@ from effnetv2.data.splits import (
     stratified_split,
     stratified_subset,
 )
-from effnetv2.data.torch_loader import ImageDataset, LiveSettings, NormalizingCollate, make_loader
+from effnetv2.data.torch_loader import ImageDataset, LiveSettings, make_loader
 from effnetv2.data.transforms import (
     EvalTransform,
     TrainTransform,
@@ -49,7 +51,7 @@ from effnetv2.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-LOADERS = ("torch", "ffcv")
+LOADERS = ("auto", "torch", "ffcv")
 FASHION_MNIST_MEAN = (0.2860,)  # the defaults describe the default source
 FASHION_MNIST_STD = (0.3530,)
 
@@ -57,7 +59,8 @@ FASHION_MNIST_STD = (0.3530,)
 class ImageDataModule(L.LightningDataModule):
     """Image classification data with run-time image size and augmentation strength.
 
-    Batches are (float32 N x C x H x W normalised images, int64 N labels).
+    Loaders yield (uint8 N x C x H x W images, int64 N labels); `on_after_batch_transfer` turns the
+    images into float32 normalised by mean/std on the device (`normalize` does it for a batch by hand).
     """
 
     def __init__(
@@ -77,7 +80,7 @@ class ImageDataModule(L.LightningDataModule):
         fold_column: str | None = None,
         group_column: str | None = None,
         # loading
-        loader: str = "torch",
+        loader: str = "torch",  # auto | torch | ffcv
         sampler: str = "random",
         batch_size: int = 128,
         num_workers: int = 2,
@@ -148,10 +151,14 @@ class ImageDataModule(L.LightningDataModule):
         )
         self.name = name or source
         self._in_chans = in_chans
-        self.loader = loader
-        if loader == "ffcv":
+        if loader == "auto" and sampler == "balanced":
+            self.loader, reason = "torch", "data.loader=auto and data.sampler=balanced needs the torch loader"
+        else:
+            self.loader, reason = choose_loader(loader)
+        log.info("data loader: %s (%s)", self.loader, reason)
+        if self.loader == "ffcv":
             import effnetv2.data.ffcv_loader  # noqa: F401  (fail now, with install advice, if ffcv is missing)
-        self.sampler = check_sampler(sampler, loader)
+        self.sampler = check_sampler(sampler, self.loader)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -176,6 +183,7 @@ class ImageDataModule(L.LightningDataModule):
         )  # validates
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.normalizer = ImageNormalizer(self.mean, self.std)
         self.beton_dir = Path(beton_dir)
         self.beton_max_resolution = beton_max_resolution
         self.beton_jpeg_quality = beton_jpeg_quality
@@ -187,6 +195,7 @@ class ImageDataModule(L.LightningDataModule):
         ]
         check_extra_transforms(self.extra_transforms, in_chans)
         self._splits: dict[str, SampleSet | None] = {}
+        self._fingerprints: dict[str, str | None] = {}
         self._settings: LiveSettings | None = None
         self._randaugment: RandAugment | None = None
         self._datasets: dict[str, ImageDataset] = {}
@@ -382,8 +391,29 @@ class ImageDataModule(L.LightningDataModule):
 
     # Lightning hooks --------------------------------------------------------------------------
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images as the loaders deliver them -> float32 model input, on their device."""
+        return self.normalizer(images)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The batch is on the training device: convert and normalise there (uint8 travelled).
+
+        Lightning's precision plugin converts inputs before the transfer, when they were still
+        uint8; it converts the float images now (e.g. to float16 under precision=16-true)."""
+        if isinstance(batch, torch.Tensor):  # e.g. the model summary's example input: images alone
+            return self._model_input(batch)
+        images, labels = batch
+        return self._model_input(images), labels
+
+    def _model_input(self, images: torch.Tensor) -> torch.Tensor:
+        images = self.normalize(images)
+        if self.trainer is not None:
+            images = self.trainer.precision_plugin.convert_input(images)
+        return images
+
     def prepare_data(self) -> None:
-        """FFCV: write the .beton files that are missing or were written from other data/settings."""
+        """FFCV: write the .beton files that are missing or were written from other data/settings
+        (Lightning calls this on local rank 0 only, the other ranks wait)."""
         if self.loader == "ffcv":
             self.write_betons(overwrite=False)
 
@@ -470,7 +500,6 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            collate=NormalizingCollate(self.mean, self.std),
             sampler=BalancedSampler(samples.labels, *self._replicas(), seed=self.seed) if balanced else None,
         )
 
@@ -484,24 +513,35 @@ class ImageDataModule(L.LightningDataModule):
     def _beton(self, split: str) -> Path:
         return self.beton_dir / f"{self.name}_{split}.beton"
 
-    def _beton_info(self) -> dict[str, Any]:
+    def _beton_info(self, split: str) -> dict[str, Any]:
+        """What a split's beton is written from and how: compared with the stored info before reuse."""
         return {
             **self.source.describe(),
             "class_names": self.class_names,
+            "source_fingerprint": self._fingerprint(split),
             "max_resolution": self.beton_max_resolution,
             "jpeg_quality": self.beton_jpeg_quality,
             "write_mode": self.beton_write_mode,
         }
 
-    def _beton_is_current(self, beton: Path) -> bool:
+    def _fingerprint(self, split: str) -> str | None:
+        """The split's source fingerprint, computed once per data module (it stats every file)."""
+        if split not in self._fingerprints:
+            samples = self._split(split)
+            self._fingerprints[split] = source_fingerprint(samples) if samples is not None else None
+        return self._fingerprints[split]
+
+    def _beton_is_current(self, split: str) -> bool:
         from effnetv2.data.ffcv_loader import read_info
 
-        info = read_info(beton)
-        return info is not None and all(info.get(key) == value for key, value in self._beton_info().items())
+        info = read_info(self._beton(split))
+        return info is not None and all(
+            info.get(key) == value for key, value in self._beton_info(split).items()
+        )
 
     def _checked_beton(self, split: str) -> Path:
         beton = self._beton(split)
-        if not self._beton_is_current(beton):
+        if not self._beton_is_current(split):
             raise DataError(
                 f"{beton} is missing or was written from other data or settings. Write it with "
                 f"`python src/prepare_data.py data={self.name}` (Lightning's prepare_data also does)."
@@ -509,30 +549,40 @@ class ImageDataModule(L.LightningDataModule):
         return beton
 
     def write_betons(self, overwrite: bool = True) -> dict[str, Path]:
-        """Write one .beton per split of the source (missing or stale ones unless `overwrite`)."""
+        """Write one .beton per split of the source (missing or stale ones unless `overwrite`).
+
+        One process at a time (a file lock): Lightning calls prepare_data on rank 0 while the other
+        ranks wait; a process that waited for the lock finds the betons current and reuses them.
+        """
         from effnetv2.data.ffcv_loader import write_beton
 
         written = {}
-        for split in ("train", "val", "test"):
-            beton = self._beton(split)
-            if not overwrite and self._beton_is_current(beton):
-                continue
-            samples = self._split(split)
-            if samples is None:
-                continue
-            log.info("writing %s (%d samples) to %s", split, len(samples), beton)
-            count = write_beton(
-                samples,
-                beton,
-                info=self._beton_info(),
-                max_resolution=self.beton_max_resolution,
-                jpeg_quality=self.beton_jpeg_quality,
-                write_mode=self.beton_write_mode,
-                num_workers=self.num_workers,
-                on_bad_image=self.on_bad_image,
-            )
-            log.info("wrote %d of %d %s samples to %s", count, len(samples), split, beton)
-            written[split] = beton
+        with beton_lock(self.beton_dir, self.name):
+            for split in ("train", "val", "test"):
+                beton = self._beton(split)
+                samples = self._split(split)
+                if samples is None or (not overwrite and self._beton_is_current(split)):
+                    continue
+                size, seconds = estimate_beton(
+                    samples,
+                    self.beton_max_resolution,
+                    self.beton_write_mode,
+                    self.beton_jpeg_quality,
+                    self.num_workers,
+                )
+                log.warning(announce_beton(beton, len(samples), size, seconds))
+                count = write_beton(
+                    samples,
+                    beton,
+                    info=self._beton_info(split),
+                    max_resolution=self.beton_max_resolution,
+                    jpeg_quality=self.beton_jpeg_quality,
+                    write_mode=self.beton_write_mode,
+                    num_workers=self.num_workers,
+                    on_bad_image=self.on_bad_image,
+                )
+                log.info("wrote %d of %d %s samples to %s", count, len(samples), split, beton)
+                written[split] = beton
         return written
 
     def _distributed(self) -> bool:
@@ -548,6 +598,16 @@ class ImageDataModule(L.LightningDataModule):
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
 
+    def _device(self) -> torch.device:
+        """Where batches are used: the trainer's device (FFCV copies them there itself)."""
+        strategy = getattr(self.trainer, "strategy", None)
+        return strategy.root_device if strategy is not None else torch.device("cpu")
+
+    def _channels_last(self) -> bool:
+        """Whether the model being trained takes channels_last input (module.channels_last)."""
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return bool(getattr(module, "hparams", {}).get("channels_last", False))
+
     def _ffcv_dataloader(self, role: str, split: str, indices: np.ndarray) -> Any:
         if role not in self._ffcv_loaders:
             from effnetv2.data.ffcv_loader import FFCVLoader
@@ -560,9 +620,8 @@ class ImageDataModule(L.LightningDataModule):
                 num_workers=self.num_workers,
                 train=train,
                 image_size=self._image_size if train else self._eval_size,
-                mean=self.mean,
-                std=self.std,
-                channels=self.in_chans,
+                device=self._device(),
+                channels_last=self._channels_last(),
                 crop_scale=self.crop_scale,
                 crop_ratio=self.crop_ratio,
                 crop_pct=self.crop_pct,

@@ -5,7 +5,10 @@ handles (../shared/DESIGN.md section 5):
 - `import ffcv` and every `iter(Loader)` set torch's thread count; we restore it.
 - ffcv#396: `Loader()` loops forever when a compiled (numba) operation follows a plain-Python
   one. `image_pipeline` puts every compiled operation before the first Python one.
-- FFCV reuses its output buffers a few batches later; our batches are fresh tensors.
+- The pipeline ends the FFCV way: `ToTensor`, `ToDevice(non_blocking=True)`, `ToTorchImage`. Images
+  stay uint8 in FFCV's pinned buffers up to the device and are normalised there (the datamodule's
+  `on_after_batch_transfer`); FFCV reuses an image buffer a few batches later, so a batch is used (or
+  normalised, which copies it) before the next ones are drawn. Labels are fresh tensors.
 - An exception in FFCV's loader thread leaves the training loop waiting forever; our iterator
   polls the thread and raises DataError instead.
 - The image size changes by setting the decoder's `output_size` between epochs (buffers are
@@ -56,7 +59,7 @@ try:
     from ffcv.pipeline.operation import Operation
     from ffcv.pipeline.state import State
     from ffcv.reader import Reader
-    from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToTensor
+    from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
     from ffcv.writer import DatasetWriter
 except ImportError as error:
     raise DataError(f"{INSTALL_HINT} (import failed: {error})") from error
@@ -228,51 +231,30 @@ class RandAugmentOp(Operation):
         )
 
 
-class ToNormalizedTorch(Operation):
-    """Plain-Python stage: uint8 N x H x W x 3 tensor -> float32 N x C x H x W, normalised.
-
-    Keeps the first `channels` channels (1 for grayscale data stored as RGB in the beton).
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int) -> None:
-        super().__init__()
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-        self.channels = channels
-
-    def generate_code(self) -> Any:
-        mean, std, channels = self.mean, self.std, self.channels
-
-        def normalize(images: torch.Tensor, _: Any) -> torch.Tensor:
-            images = images[..., :channels].permute(0, 3, 1, 2)
-            return images.float().sub_(mean).div_(std).contiguous()
-
-        return normalize
-
-    def declare_state_and_memory(self, previous_state: State) -> tuple[State, None]:
-        height, width = previous_state.shape[:2]
-        return replace(
-            previous_state, jit_mode=False, shape=(self.channels, height, width), dtype=torch.float32
-        ), None
-
-
 def image_pipeline(
     decoder: Operation,
     compiled: Sequence[Operation],
     python: Sequence[Operation],
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels: int,
+    device: torch.device,
+    channels_last: bool,
 ) -> list[Operation]:
-    """Order the image operations so no compiled operation follows a Python one (ffcv#396).
+    """Order the image operations so no compiled operation follows a Python one (ffcv#396), ending
+    the FFCV way with uint8 N x 3 x H x W images on `device`.
 
     FFCV groups a pipeline into alternating compiled / Python stages, and `Loader()` loops forever
     when a compiled operation comes after a Python one (e.g. its NormalizeImage after ToTensor, or
-    after a Python RandAugment). So: compiled operations, then Python ones, then normalisation in
-    torch (a Python stage too). Its output is a fresh tensor; FFCV's own buffers are overwritten a
-    few batches later, which breaks anyone who keeps a batch (measured: as fast as NormalizeImage).
+    after a Python RandAugment). So: compiled operations, then Python ones, then ToTensor, ToDevice
+    (from FFCV's pinned buffer, asynchronous) and ToTorchImage (a view when channels_last).
+    Normalisation happens on the device, in torch.
     """
-    return [decoder, *compiled, *python, ToTensor(), ToNormalizedTorch(mean, std, channels)]
+    return [
+        decoder,
+        *compiled,
+        *python,
+        ToTensor(),
+        ToDevice(device, non_blocking=True),
+        ToTorchImage(channels_last=channels_last),
+    ]
 
 
 # Loading ---------------------------------------------------------------------------------------
@@ -299,7 +281,8 @@ def _next_batch(epoch: Any) -> Any:
 
 
 class FFCVLoader:
-    """An FFCV Loader over `indices` of a beton, yielding (float32 N x C x H x W, int64 N) batches.
+    """An FFCV Loader over `indices` of a beton, yielding (uint8 N x 3 x H x W on `device`, int64 N)
+    batches (grayscale data keeps its first channel when normalised).
 
     Train: random-resized crop to the current size, flip, RandAugment at the current magnitude, then
     `extra_transforms` (keeping the size).
@@ -314,9 +297,8 @@ class FFCVLoader:
         num_workers: int,
         train: bool,
         image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        channels: int,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
         crop_scale: Sequence[float] = (0.08, 1.0),
         crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
         crop_pct: float = 0.875,
@@ -342,7 +324,7 @@ class FFCVLoader:
         else:
             self.decoder = CenterCropRGBImageDecoder(size, ratio=crop_pct)
         pipelines = {
-            "image": image_pipeline(self.decoder, compiled, python, mean, std, channels),
+            "image": image_pipeline(self.decoder, compiled, python, torch.device(device), channels_last),
             "label": [IntDecoder(), ToTensor(), Squeeze(1)],
         }
         threads = torch.get_num_threads()
@@ -375,7 +357,10 @@ class FFCVLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         threads = torch.get_num_threads()
-        epoch = iter(self.loader)
+        # ToDevice's buffers are allocated here and filled in place by the epoch thread: allocated
+        # under Lightning's inference mode (validation), they would be inference tensors it cannot write.
+        with torch.inference_mode(False):
+            epoch = iter(self.loader)
         _open_epochs.add(epoch)
         try:
             while (batch := _next_batch(epoch)) is not None:

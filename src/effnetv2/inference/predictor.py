@@ -14,8 +14,9 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
+from effnetv2.data.device_batch import ImageNormalizer
 from effnetv2.data.sources import SampleSet
-from effnetv2.data.torch_loader import ImageDataset, LiveSettings, NormalizingCollate, make_loader
+from effnetv2.data.torch_loader import ImageDataset, LiveSettings, make_loader
 from effnetv2.data.transforms import EvalTransform
 from effnetv2.errors import ConfigError
 from effnetv2.inference.checkpoint import Preprocessing, TrainedClassifier
@@ -42,7 +43,8 @@ def check_compatible(classifiers: Sequence[TrainedClassifier]) -> None:
 def eval_loader(
     samples: SampleSet, size: int, preprocessing: Preprocessing, batch_size: int, num_workers: int
 ) -> DataLoader:
-    """Samples in their order at `size`, prepared as evaluation prepares them."""
+    """Samples in their order at `size`, prepared as evaluation prepares them (uint8 batches:
+    `ImageNormalizer` finishes them on the device)."""
     dataset = ImageDataset(
         samples,
         EvalTransform(size, preprocessing.crop_pct),
@@ -57,7 +59,6 @@ def eval_loader(
         num_workers=num_workers,
         pin_memory=True,
         persistent_workers=False,
-        collate=NormalizingCollate(preprocessing.mean, preprocessing.std),
     )
 
 
@@ -90,6 +91,7 @@ def predict_probabilities(
     check_compatible(classifiers)
     plan = size_plan(classifiers, sizes)
     preprocessing = classifiers[0].preprocessing
+    normalize = ImageNormalizer(preprocessing.mean, preprocessing.std)
     total = torch.zeros(len(samples), len(classifiers[0].class_names), dtype=torch.float64)
     flips = 2 if hflip else 1
     views = 0
@@ -104,7 +106,7 @@ def predict_probabilities(
             bar.update(task, description=f"predicting at {size}px")
             start = 0
             for images, _ in loader:
-                images = images.to(device)
+                images = normalize(images.to(device, non_blocking=True))
                 inputs = [images, images.flip(-1)] if hflip else [images]
                 batch = sum(
                     classifier.model(view).float().softmax(dim=-1)

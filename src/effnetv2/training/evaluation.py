@@ -93,6 +93,23 @@ class EvalResult:
     images: int
 
 
+class _LoaderAsTest(L.LightningDataModule):
+    """One loader of `datamodule` as test data, its uint8 batches normalised on the device as in
+    training (the datamodule's `on_after_batch_transfer`)."""
+
+    def __init__(self, datamodule: Any, loader: Any) -> None:
+        super().__init__()
+        self.datamodule = datamodule
+        self.loader = loader
+
+    def test_dataloader(self) -> Any:
+        return self.loader
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        return self.trainer.precision_plugin.convert_input(self.datamodule.normalize(images)), labels
+
+
 def evaluate(
     module: ClassificationModule,
     datamodule: Any,
@@ -114,7 +131,7 @@ def evaluate(
                 raise ConfigError(
                     f"the data has no {split} split (data.val_fraction=0?); use eval.splits=[test]"
                 )
-            metrics = trainer.test(module, dataloaders=loader, verbose=False)[0]
+            metrics = trainer.test(module, datamodule=_LoaderAsTest(datamodule, loader), verbose=False)[0]
             images = int(module.test_confusion_matrix.sum())
             results.append(
                 EvalResult(

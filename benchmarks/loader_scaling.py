@@ -1,0 +1,254 @@
+"""How the loaders scale with CPU workers/threads with RandAugment on (issue 13, item 3).
+
+On a generated JPEG folder (written by this script under --out), images/s of the torch loader
+(worker processes) and the FFCV loader (threads) at 128 and 224 px, RandAugment 2 ops at magnitude
+10, with 1 and 2 workers; each number is the loader alone, its uint8 batches normalised as on the
+device. What limits scaling: FFCV's RandAugment stage timed on one batch with 1 and 2 threads; the
+share of its time that holds the GIL follows from Amdahl's law, t2 = t1 * (g + (1 - g) / 2), so
+g = 2 * t2 / t1 - 1 (0: scales perfectly, 1: fully serialised).
+
+Then the Fashion-MNIST default (in memory, 28 -> 32 px, batch 256): each loader alone and
+EfficientNetV2-B0 training steps fed by it (SGD, 2 torch threads), to choose that config's loader.
+
+    python benchmarks/loader_scaling.py            # a few minutes on 2 cores
+    python benchmarks/loader_scaling.py --quick    # plumbing check, no Fashion-MNIST (the test runs it)
+
+Writes benchmarks/loader_scaling.json and benchmarks/loader_scaling.md (the table in docs/data.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from effnetv2.data.betons import choose_loader  # noqa: E402
+from effnetv2.data.datamodule import ImageDataModule  # noqa: E402
+from effnetv2.data.randaugment import RandAugment  # noqa: E402
+from effnetv2.data.sources import FASHION_MNIST_ROOT  # noqa: E402
+from effnetv2.models import create_model  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def generate_folder(root: Path, count: int, size: int = 256, classes: int = 4) -> Path:
+    """root/train/<class>/NNNN.jpg: smooth random colour fields with shapes, JPEG quality 90."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        path = root / "train" / f"c{i % classes}" / f"{i:05d}.jpg"
+        if path.is_file():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        image = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+        centre = tuple(int(c) for c in rng.integers(size // 4, 3 * size // 4, 2))
+        cv2.circle(
+            image,
+            centre,
+            int(rng.integers(10, size // 3)),
+            tuple(int(c) for c in rng.integers(0, 256, 3)),
+            -1,
+        )
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return root
+
+
+def images_per_second(datamodule: ImageDataModule, epochs: int) -> float:
+    """Median images/s over `epochs` passes of the train loader (after a warm-up pass)."""
+    loader = datamodule.train_dataloader()
+    rates = []
+    for epoch in range(epochs + 1):
+        count, start = 0, time.perf_counter()
+        for images, labels in loader:
+            datamodule.normalize(images)
+            count += len(labels)
+        if epoch:
+            rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def folder_module(
+    root: Path, loader: str, size: int, workers: int, beton_dir: Path, batch_size: int
+) -> ImageDataModule:
+    datamodule = ImageDataModule(
+        source="image_folder", root=str(root), name="scaling", in_chans=3, loader=loader, batch_size=batch_size,  # noqa: E501
+        num_workers=workers, persistent_workers=True, val_fraction=0.0, image_size=size, eval_size=size,
+        randaug_num_ops=2, randaug_magnitude=10, mean=MEAN, std=STD, beton_dir=str(beton_dir),
+        beton_max_resolution=256, beton_write_mode="jpg",
+    )  # fmt: skip
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def randaugment_gil_share(size: int, batch: int, repeats: int) -> dict[str, float]:
+    """FFCV's RandAugment stage on one uint8 batch with 1 and 2 threads: seconds and the GIL share."""
+    from effnetv2.data.ffcv_loader import RandAugmentOp
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    destination = np.empty_like(images)
+    seconds = {}
+    for threads in (1, 2):
+        augment = RandAugmentOp(RandAugment(2, 10.0), threads).generate_code()
+        augment(images, destination)  # warm-up
+        timings = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            augment(images, destination)
+            timings.append(time.perf_counter() - start)
+        seconds[threads] = statistics.median(timings)
+    share = min(1.0, max(0.0, 2 * seconds[2] / seconds[1] - 1))
+    return {"seconds_1_thread": seconds[1], "seconds_2_threads": seconds[2], "gil_share": share}
+
+
+def fashion_mnist(
+    loader: str, beton_dir: Path, subset: int | None, steps: int, epochs: int
+) -> dict[str, float]:
+    """The Fashion-MNIST default's loader alone, then B0 training steps at 32 px fed by it."""
+    ops = [
+        "Identity",
+        "Rotate",
+        "Contrast",
+        "Brightness",
+        "Sharpness",
+        "ShearX",
+        "ShearY",
+        "TranslateX",
+        "TranslateY",
+    ]
+    datamodule = ImageDataModule(loader=loader, subset=subset, batch_size=256, num_workers=2,
+                                 beton_dir=str(beton_dir), beton_write_mode="raw", randaug_magnitude=1,
+                                 randaug_ops=ops, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+                                 crop_pct=1.0)  # fmt: skip
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader_rate = images_per_second(datamodule, epochs)
+    torch.set_num_threads(2)
+    model = create_model("v2_b0", num_classes=10, in_chans=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    done, start = 0, None
+    while done < steps + 2:
+        for images, labels in datamodule.train_dataloader():
+            if done == 2:
+                start, counted = time.perf_counter(), 0  # after two warm-up steps
+            loss = torch.nn.functional.cross_entropy(model(datamodule.normalize(images)), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if done >= 2:
+                counted += len(labels)
+            done += 1
+            if done >= steps + 2:
+                break
+    return {"loader_images_per_s": loader_rate, "train_images_per_s": counted / (time.perf_counter() - start)}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"RandAugment 2 ops at magnitude 10, batch 32, {result['images']} generated JPEGs; loader alone "
+        f"(images/s, median of {result['epochs']} epochs); {result['machine']}.",
+        "",
+        "| loader | size | 1 worker | 2 workers | 2 / 1 |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["scaling"]:
+        lines.append(
+            f"| {row['loader']} | {row['size']} | {row['workers_1']:.0f} | {row['workers_2']:.0f} | "
+            f"{row['workers_2'] / row['workers_1']:.2f}x |"
+        )
+    if result["gil"]:
+        lines += ["", "| FFCV RandAugment stage, one batch | 1 thread (s) | 2 threads (s) | GIL share |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for size, row in result["gil"].items():
+            lines.append(
+                f"| {size} px, batch 32 | {row['seconds_1_thread']:.3f} | {row['seconds_2_threads']:.3f} | "
+                f"{row['gil_share']:.0%} |"
+            )
+    if result["fashion_mnist"]:
+        subset = result["fashion_subset"] or "all 54,000"
+        lines += ["", f"Fashion-MNIST default ({subset} train images, batch 256, 32 px, 2 workers), "
+                  f"B0 training over "
+                  f"{result['train_steps']} steps (2 torch threads):", "",
+                  "| loader | loader alone (images/s) | training (images/s) |", "|---|---|---|"]  # fmt: skip
+        for name, row in result["fashion_mnist"].items():
+            lines.append(f"| {name} | {row['loader_images_per_s']:.0f} | {row['train_images_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and counts: checks the plumbing")
+    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--fashion-subset", type=int, default=None, help="Fashion-MNIST train images (all)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where images and betons go (default: a temp dir)"
+    )
+    parser.add_argument("--results", type=Path, default=HERE, help="folder for loader_scaling.json/.md")
+    args = parser.parse_args()
+    sizes = (32, 48) if args.quick else (128, 224)
+    images = 16 if args.quick else args.images
+    epochs = 1 if args.quick else args.epochs
+    steps = 2 if args.quick else args.train_steps
+    loaders = ["torch"] + (["ffcv"] if choose_loader("auto")[0] == "ffcv" else [])
+    with tempfile.TemporaryDirectory() as temporary:
+        out = args.out or Path(temporary)
+        root = generate_folder(out / "jpegs", images)
+        scaling = []
+        for size in sizes:
+            for loader in loaders:
+                rates = {}
+                for workers in (1, 2):
+                    datamodule = folder_module(
+                        root, loader, size, workers, out / "betons", 4 if args.quick else 32
+                    )
+                    rates[workers] = images_per_second(datamodule, epochs)
+                    print(f"{loader} {size}px {workers} worker(s): {rates[workers]:.0f} images/s", flush=True)
+                scaling.append({"loader": loader, "size": size, "workers_1": rates[1], "workers_2": rates[2]})
+        gil = {}
+        if "ffcv" in loaders:
+            for size in sizes:
+                gil[str(size)] = randaugment_gil_share(size, 32, 3 if args.quick else 10)
+                print(f"RandAugment stage {size}px: {gil[str(size)]}", flush=True)
+        fashion = {}
+        if not args.quick and Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file():
+            for loader in loaders:
+                fashion[loader] = fashion_mnist(
+                    loader, out / "betons", 1024 if args.quick else None, steps, epochs
+                )
+                print(f"fashion_mnist {loader}: {fashion[loader]}", flush=True)
+    result = {
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}",
+        "images": images,
+        "epochs": epochs,
+        "train_steps": steps,
+        "fashion_subset": args.fashion_subset,
+        "scaling": scaling,
+        "gil": gil,
+        "fashion_mnist": fashion,
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "loader_scaling.json").write_text(json.dumps(result, indent=2))
+    (args.results / "loader_scaling.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
