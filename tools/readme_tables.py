@@ -43,12 +43,17 @@ def finetune_vs_scratch(benchmark: ModuleType, results: dict) -> str:
     return benchmark.table(results["results"], results["chosen"])
 
 
+def loader_scaling(benchmark: ModuleType, results: dict) -> str:
+    return benchmark.markdown(results)
+
+
 # block name -> (benchmark whose JSON it shows, the function that renders it)
 TABLES: dict[str, tuple[str, Callable[[ModuleType, dict], str]]] = {
     "progressive_vs_fixed": ("progressive_vs_fixed", progressive_vs_fixed),
     "model_throughput": ("model_throughput", model_throughput),
     "model_throughput_full": ("model_throughput", model_throughput_full),
     "finetune_vs_scratch": ("finetune_vs_scratch", finetune_vs_scratch),
+    "loader_scaling": ("loader_scaling", loader_scaling),
 }
 
 
