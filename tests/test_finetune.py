@@ -1,5 +1,5 @@
 """Fine-tuning: backbone/head learning rates, a frozen backbone that unfreezes on time, and the whole
-Kaggle loop on real CIFAR-10 JPEGs: pre-train (folder layout), fine-tune from that checkpoint on other
+Kaggle loop on generated colour images: pre-train (folder layout), fine-tune from that checkpoint on other
 classes (CSV layout, K-fold), join the out-of-fold predictions, predict with TTA, write a submission."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from effnetv2.training.pipeline import train
 pytest_plugins = ["fixtures_data", "fixtures_inference"]
 
 MODEL = {"_target_": "effnetv2.models.create_model", "name": "v2_b0"}
-FINETUNE_CLASSES = ("dog", "frog", "horse")
+FINETUNE_CLASSES = ("green", "red", "yellow")
 
 
 def backbone_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -224,14 +224,14 @@ def subset_csv(source: Path, destination: Path, classes: tuple[str, ...], drop_l
 
 
 @pytest.fixture(scope="module")
-def pretrained_checkpoint(cifar_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A v2_b0 trained (briefly) on all ten CIFAR-10 classes in the image-folder layout."""
+def pretrained_checkpoint(colour_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A v2_b0 trained (briefly) on all ten generated classes in the image-folder layout."""
     from conftest import compose_config
 
     out = tmp_path_factory.mktemp("pretrain")
     overrides = [
         "data=image_folder",
-        f"data.root={cifar_folder}",
+        f"data.root={colour_folder}",
         "data.image_size=32",
         "data.eval_size=32",
         "data.crop_pct=1.0",
@@ -245,23 +245,22 @@ def pretrained_checkpoint(cifar_folder: Path, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.timeout(900)
-def test_kaggle_loop_on_cifar(
-    cifar_folder: Path, cifar_csv: Path, pretrained_checkpoint: Path, tmp_path: Path
+def test_kaggle_loop_on_generated_images(
+    colour_folder: Path, colour_csv: Path, pretrained_checkpoint: Path, tmp_path: Path
 ) -> None:
     from conftest import compose_config
 
     root = tmp_path / "competition"
     root.mkdir()
-    subset_csv(cifar_csv / "train.csv", root / "train.csv", FINETUNE_CLASSES)
-    test_csv = subset_csv(cifar_csv / "test.csv", root / "test.csv", FINETUNE_CLASSES, drop_labels=True)
+    subset_csv(colour_csv / "train.csv", root / "train.csv", FINETUNE_CLASSES)
+    test_csv = subset_csv(colour_csv / "test.csv", root / "test.csv", FINETUNE_CLASSES, drop_labels=True)
     multirun = tmp_path / "multirun"
     for fold in (0, 1):
         overrides = [
             "experiment=finetune",
             "data=csv",
             f"data.root={root}",
-            f"data.image_dir={cifar_csv / 'train'}",
-            "data.extension=.jpg",
+            f"data.image_dir={colour_csv / 'train'}",
             "data.image_size=32",
             "data.eval_size=32",
             "data.crop_pct=1.0",
@@ -309,7 +308,7 @@ def test_kaggle_loop_on_cifar(
 
     # Fold ensemble with TTA over the test CSV -> a valid submission in the CSV's order.
     classifiers = [load_classifier(path) for path in fold_checkpoints]
-    inputs = csv_inputs(test_csv, cifar_csv / "test", extension=".jpg")
+    inputs = csv_inputs(test_csv, colour_csv / "test")
     probabilities = predict_probabilities(
         classifiers, inputs.samples, sizes=[32, 40], hflip=True, progress=False
     )
@@ -324,5 +323,5 @@ def test_kaggle_loop_on_cifar(
     assert {row["label"] for row in rows} <= set(FINETUNE_CLASSES)
 
     # The same models on a folder of images.
-    folder = folder_inputs(cifar_folder / "test" / "dog")
-    assert predict_probabilities(classifiers, folder.samples, progress=False).shape == (5, 3)
+    folder = folder_inputs(colour_folder / "test" / "green")
+    assert predict_probabilities(classifiers, folder.samples, progress=False).shape == (8, 3)

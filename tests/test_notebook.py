@@ -1,4 +1,4 @@
-"""notebooks/finetune_walkthrough.ipynb runs from top to bottom on tiny real data (3 CIFAR-10 classes,
+"""notebooks/finetune_walkthrough.ipynb runs from top to bottom on tiny generated data (3 colour classes,
 32 px, a few batches), and is stored without outputs."""
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ def test_notebook_is_stored_without_outputs() -> None:
 
 
 @pytest.mark.timeout(900)
-def test_notebook_runs_on_a_small_image_folder(cifar_folder: Path, tmp_path: Path) -> None:
+def test_notebook_runs_on_a_small_image_folder(colour_folder: Path, tmp_path: Path) -> None:
     data = tmp_path / "images"
     for split in ("train", "test"):
-        for name in ("dog", "frog", "horse"):
-            shutil.copytree(cifar_folder / split / name, data / split / name)
+        for name in ("green", "red", "yellow"):
+            shutil.copytree(colour_folder / split / name, data / split / name)
     weights = tmp_path / "v2_b0.safetensors"
     save_file(create_model("v2_b0", num_classes=10).state_dict(), weights)
     run_dir = tmp_path / "run"

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import require_module
 from effnetv2.data.mixup import MixupCutmix
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
@@ -521,13 +522,13 @@ def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeyp
 @pytest.mark.ffcv
 @pytest.mark.timeout(300)
 def test_train_pipeline_with_the_ffcv_loader_follows_the_schedule(
-    compose_train, monkeypatch, tmp_path, cifar_folder
+    compose_train, monkeypatch, tmp_path, colour_folder
 ):
-    pytest.importorskip("ffcv", reason="the ffcv extra is not installed")
+    require_module("ffcv", "the ffcv extra")
     spy = TrainingSpy(monkeypatch)
     overrides = [
         "data=cifar10",
-        f"data.root={cifar_folder}",
+        f"data.root={colour_folder}",
         "data.loader=ffcv",
         f"data.beton_dir={tmp_path}",
     ]
