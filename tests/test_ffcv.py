@@ -28,6 +28,8 @@ try:
 except DataError as error:
     require(False, f"FFCV cannot be imported: {error}")
 
+from fixtures_data import write_png
+
 pytest_plugins = ["fixtures_data"]
 pytestmark = [pytest.mark.ffcv, pytest.mark.timeout(300)]
 
@@ -330,3 +332,31 @@ def test_missing_ffcv_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delitem(sys.modules, "effnetv2.data.ffcv_loader")
     with pytest.raises(DataError, match=r"(?s)make setup.*pip install -e .\[ffcv\].*data.loader=torch"):
         ImageDataModule(loader="ffcv")
+
+
+def test_skipped_image_keeps_validation_ids_aligned_with_the_beton(tmp_path: Path) -> None:
+    """An undecodable file in the middle of the listing is left out of the beton: the samples and ids a
+    role names (what val_predictions.csv and OOF files report) must be the images its loader reads."""
+    from effnetv2.data.decode import read_image
+    from effnetv2.training.val_predictions import validation_samples
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "data"
+    for name in ("a", "b", "c"):
+        for i in range(6):  # every image its own noise: a pixel comparison names the file
+            write_png(root / "train" / name / f"{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    undecodable_jpeg(root / "train" / "b" / "3_broken.jpg")
+    options = {"name": "aligned", "val_fraction": 0.5, "on_bad_image": "skip"}
+    datamodule = ffcv_module(root, tmp_path / "betons", num_workers=1, **options)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    ids, samples = validation_samples(datamodule)
+    assert samples.paths == datamodule.samples("val").paths
+    assert [root / i for i in ids] == list(samples.paths) and "b/3_broken.jpg" not in ids
+    assert not set(samples.paths) & set(datamodule.samples("train").paths)
+    images, labels = (torch.cat(parts) for parts in zip(*datamodule.val_dataloader()))
+    assert len(images) == len(samples) == 9
+    assert torch.equal(labels, torch.from_numpy(samples.labels))
+    for image, path in zip(images, samples.paths):
+        expected = (torch.from_numpy(read_image(path, 3)).permute(2, 0, 1).float() / 255 - 0.5) / 0.25
+        assert torch.allclose(image, expected, atol=1e-5), path
