@@ -1,5 +1,5 @@
-"""The torch loader path end to end: Fashion-MNIST by default, generated JPEG and PNG images through image_folder
-and csv, splits, and the progressive-learning setters reaching the next epoch's batches."""
+"""The torch loader path end to end: Fashion-MNIST by default, generated JPEG and PNG images through
+image_folder and csv, splits, and the progressive-learning setters reaching the next epoch's batches."""
 
 from __future__ import annotations
 
