@@ -5,8 +5,9 @@ outside the repository: 10 classes told apart by their dominant colour (plus noi
 and a distractor patch, so a model has something to learn), 32 train and 8 test images per class,
 alternately JPEG and PNG. Train images are 32-48 px on each side; test images are 32 x 32, the tests'
 eval size, so evaluation batches can be compared with the decoded files without resampling. Two
-layouts: image_folder (root/{train,test}/<class>/NNNN.{jpg,png}) and a Kaggle-style CSV (root/train.csv and root/test.csv with
-id and label columns, ids with their extension, flat root/train/ and root/test/ image folders).
+layouts: image_folder (root/{train,test}/<class>/NNNN.{jpg,png}) and a Kaggle-style CSV (root/train.csv
+and root/test.csv with id and label columns, ids with their extension, flat root/train/ and root/test/
+image folders).
 """
 
 from __future__ import annotations
