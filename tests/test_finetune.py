@@ -287,7 +287,7 @@ def test_kaggle_loop_on_generated_images(
 
     # Out-of-fold: every training sample predicted once, by the fold that did not train on it.
     oof, files = collect_out_of_fold(multirun)
-    assert len(files) == 2 and len(oof) == 60 and len(set(oof.ids)) == 60
+    assert len(files) == 2 and len(oof) == 96 and len(set(oof.ids)) == 96  # 3 classes x 32
     assert sorted(set(oof.folds.tolist())) == [0, 1]
     np.testing.assert_allclose(oof.probabilities.sum(axis=1), 1.0, atol=1e-4)
     scores = cv_scores(oof)
@@ -303,8 +303,8 @@ def test_kaggle_loop_on_generated_images(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"top-1 {scores['accuracy']:.4f}" in result.stdout
-    assert json.loads((multirun / "cv_score.json").read_text())["samples"] == 60
-    assert (multirun / "oof_predictions.csv").read_text().count("\n") == 61
+    assert json.loads((multirun / "cv_score.json").read_text())["samples"] == 96
+    assert (multirun / "oof_predictions.csv").read_text().count("\n") == 97
 
     # Fold ensemble with TTA over the test CSV -> a valid submission in the CSV's order.
     classifiers = [load_classifier(path) for path in fold_checkpoints]
@@ -319,7 +319,7 @@ def test_kaggle_loop_on_generated_images(
         rows = list(csv.DictReader(file))
     with test_csv.open(newline="") as file:
         expected_ids = [row["id"] for row in csv.DictReader(file)]
-    assert [row["id"] for row in rows] == expected_ids and len(rows) == 15
+    assert [row["id"] for row in rows] == expected_ids and len(rows) == 24  # 3 classes x 8
     assert {row["label"] for row in rows} <= set(FINETUNE_CLASSES)
 
     # The same models on a folder of images.
