@@ -11,6 +11,7 @@ import csv
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -91,6 +92,28 @@ def test_rgba_drops_alpha(tmp_path: Path) -> None:
     path = save(tmp_path / "alpha.png", Image.fromarray(rgba, mode="RGBA"))
     assert np.array_equal(read_image(path, 3), RGB)
     assert read_image(path, 1).shape == (20, 24, 1)
+
+
+def test_16_bit_rgb_png_keeps_channel_order_and_scales_by_257(tmp_path: Path) -> None:
+    """Each channel its own 16-bit ramp (written by cv2, BGR on disk): value v reads as round(v / 257)."""
+    rgb16 = np.stack([np.arange(20 * 24, dtype=np.uint16).reshape(20, 24) * k for k in (130, 65, 7)], axis=2)
+    path = tmp_path / "deep_rgb.png"
+    assert cv2.imwrite(str(path), rgb16[:, :, ::-1])
+    image = read_image(path, 3)
+    expected = np.floor(rgb16.astype(np.float64) / 257 + 0.5).astype(np.uint8)
+    assert image.dtype == np.uint8 and np.array_equal(image, expected)
+    assert read_image(path, 1).shape == (20, 24, 1)
+
+
+def test_rgba_png_drops_a_varying_alpha_without_compositing(tmp_path: Path) -> None:
+    """Documented in effnetv2.data.decode: alpha is dropped, colours stay as stored (no blend on white)."""
+    alpha = np.tile(np.array([0, 64, 255], np.uint8), 20 * 8).reshape(20, 24)
+    path = save(tmp_path / "alpha_varying.png", Image.fromarray(np.dstack([RGB, alpha]), mode="RGBA"))
+    assert np.array_equal(read_image(path, 3), RGB)
+    rgba16 = (np.dstack([RGB, alpha]).astype(np.uint16) * 257)[:, :, [2, 1, 0, 3]]  # BGRA for cv2
+    path16 = tmp_path / "alpha16.png"
+    assert cv2.imwrite(str(path16), rgba16)
+    assert np.array_equal(read_image(path16, 3), RGB)
 
 
 def test_palette_png_is_expanded_to_rgb(tmp_path: Path) -> None:

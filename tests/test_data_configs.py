@@ -8,10 +8,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR, compose_config
+from conftest import CONF_DIR, compose_config, require
 from effnetv2.data.betons import choose_loader
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.sources import FASHION_MNIST_ROOT
+from fixtures_data import image_files
 
 pytest_plugins = ["fixtures_data"]
 
@@ -27,8 +28,8 @@ def test_every_data_config_is_tested() -> None:
     }
 
 
-@pytest.mark.skipif(not Path(FASHION_MNIST_ROOT).is_dir(), reason="Fashion-MNIST is not installed")
 def test_fashion_mnist_config(tmp_path: Path) -> None:
+    require(Path(FASHION_MNIST_ROOT).is_dir(), "Fashion-MNIST is not installed")
     cfg = compose_config("prepare_data", ["data=fashion_mnist", "data.subset=100", *SMALL], tmp_path)
     datamodule = instantiate(cfg.data)
     assert isinstance(datamodule, ImageDataModule) and (datamodule.in_chans, datamodule.num_classes) == (
@@ -41,9 +42,9 @@ def test_fashion_mnist_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["image_folder", "cifar10", "csv"])
-def test_colour_data_configs(name: str, cifar_folder: Path, cifar_csv: Path, tmp_path: Path) -> None:
-    root = cifar_csv if name == "csv" else cifar_folder
-    extra = ["data.extension=.jpg", "data.test_csv=test.csv"] if name == "csv" else []
+def test_colour_data_configs(name: str, colour_folder: Path, colour_csv: Path, tmp_path: Path) -> None:
+    root = colour_csv if name == "csv" else colour_folder
+    extra = ["data.test_csv=test.csv"] if name == "csv" else []
     betons = f"data.beton_dir={tmp_path / 'betons'}"
     cfg = compose_config(
         "prepare_data", [f"data={name}", f"data.root={root}", *SMALL, *extra, betons], tmp_path
@@ -56,7 +57,7 @@ def test_colour_data_configs(name: str, cifar_folder: Path, cifar_csv: Path, tmp
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.uint8
     datamodule.setup("test")
     test_images = sum(len(labels) for _, labels in datamodule.test_dataloader())
-    assert test_images == len(list((cifar_folder / "test").rglob("*.jpg")))
+    assert test_images == len(image_files(colour_folder / "test"))
 
 
 def test_image_folder_needs_a_root(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""The torch loader path end to end: Fashion-MNIST by default, CIFAR-10 JPEGs through image_folder
-and csv, splits, and the progressive-learning setters reaching the next epoch's batches."""
+"""The torch loader path end to end: Fashion-MNIST by default, generated JPEG and PNG images through
+image_folder and csv, splits, and the progressive-learning setters reaching the next epoch's batches."""
 
 from __future__ import annotations
 
@@ -11,20 +11,27 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import FASHION_MNIST_ROOT
+from fixtures_data import image_files
 
 pytest_plugins = ["fixtures_data"]
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST is not installed in {FASHION_MNIST_ROOT} (apt-get install dataset-fashion-mnist)",
-)
+
+@pytest.fixture
+def needs_fashion_mnist() -> None:
+    require(
+        Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file(),
+        f"Fashion-MNIST is not installed in {FASHION_MNIST_ROOT} (apt-get install dataset-fashion-mnist)",
+    )
+
+
 COLOUR = {"in_chans": 3, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 
 
-def cifar_module(root: Path, source: str = "image_folder", **overrides: Any) -> ImageDataModule:
+def colour_module(root: Path, source: str = "image_folder", **overrides: Any) -> ImageDataModule:
     options: dict[str, Any] = {
         "source": source,
         "root": str(root),
@@ -36,7 +43,7 @@ def cifar_module(root: Path, source: str = "image_folder", **overrides: Any) -> 
         **COLOUR,
     }
     if source == "csv":
-        options.update(extension=".jpg", test_csv="test.csv")
+        options.update(test_csv="test.csv")
     return ImageDataModule(**{**options, **overrides})
 
 
@@ -60,7 +67,7 @@ def applied_magnitudes(images: torch.Tensor, mean: float = 0.5, std: float = 0.2
     return set((pixels / 10).unique().tolist())
 
 
-@needs_fashion_mnist
+@pytest.mark.usefixtures("needs_fashion_mnist")
 def test_fashion_mnist_default_batches() -> None:
     datamodule = ImageDataModule(subset=2000, batch_size=64, num_workers=0, mean=(0.286,), std=(0.353,))
     assert (datamodule.num_classes, datamodule.in_chans) == (10, 1)
@@ -79,7 +86,7 @@ def test_fashion_mnist_default_batches() -> None:
     assert len(datamodule.test_dataloader().dataset) == 10000
 
 
-@needs_fashion_mnist
+@pytest.mark.usefixtures("needs_fashion_mnist")
 def test_fashion_mnist_for_a_three_channel_model() -> None:
     datamodule = ImageDataModule(subset=200, batch_size=8, num_workers=0, **COLOUR)
     images, _ = next(iter(datamodule.train_dataloader()))
@@ -88,18 +95,19 @@ def test_fashion_mnist_for_a_three_channel_model() -> None:
 
 
 @pytest.mark.parametrize("source", ["image_folder", "csv"])
-def test_cifar_jpegs_through_the_torch_loader(
-    cifar_folder: Path, cifar_csv: Path, source: str, cifar_classes: tuple[str, ...]
+def test_generated_images_through_the_torch_loader(
+    colour_folder: Path, colour_csv: Path, source: str, colour_classes: tuple[str, ...]
 ) -> None:
-    datamodule = cifar_module(
-        cifar_folder if source == "image_folder" else cifar_csv, source, val_fraction=0.2
+    datamodule = colour_module(
+        colour_folder if source == "image_folder" else colour_csv, source, val_fraction=0.2
     )
-    assert datamodule.class_names == list(cifar_classes)
+    assert datamodule.class_names == list(colour_classes)
     datamodule.setup("fit")
     images, labels = next(iter(datamodule.train_dataloader()))
     assert images.shape == (16, 3, 32, 32) and labels.dtype == torch.int64
     val_labels = torch.cat([labels for _, labels in datamodule.val_dataloader()])
-    assert torch.equal(torch.bincount(val_labels, minlength=10), torch.full((10,), 4))  # stratified 20%
+    per_class = torch.bincount(val_labels, minlength=10)  # stratified 20% of 32 per class
+    assert len(val_labels) == 64 and set(per_class.tolist()) == {6, 7}
     datamodule.setup("test")
     test_labels = torch.cat([labels for _, labels in datamodule.test_dataloader()])
     assert torch.equal(
@@ -107,8 +115,8 @@ def test_cifar_jpegs_through_the_torch_loader(
     )
 
 
-def test_eval_loader_matches_the_files_in_order(cifar_folder: Path) -> None:
-    datamodule = cifar_module(cifar_folder, crop_pct=1.0)
+def test_eval_loader_matches_the_files_in_order(colour_folder: Path) -> None:
+    datamodule = colour_module(colour_folder, crop_pct=1.0)
     datamodule.setup("test")
     images, labels = next(iter(datamodule.test_dataloader()))
     images = datamodule.normalize(images)
@@ -119,42 +127,42 @@ def test_eval_loader_matches_the_files_in_order(cifar_folder: Path) -> None:
     assert torch.allclose(images[0], expected, atol=1e-5) and labels[0] == 0
 
 
-def test_kfold_validation_sets_partition_the_training_data(cifar_folder: Path) -> None:
+def test_kfold_validation_sets_partition_the_training_data(colour_folder: Path) -> None:
     seen: list[str] = []
     for fold in range(4):
-        datamodule = cifar_module(cifar_folder, num_folds=4, fold=fold)
+        datamodule = colour_module(colour_folder, num_folds=4, fold=fold)
         datamodule.setup("fit")
         val = datamodule.val_dataloader().dataset.samples
         train = datamodule.train_dataloader().dataset.samples
         assert not set(val.paths) & set(train.paths)
-        assert len(val) + len(train) == len(list((cifar_folder / "train").rglob("*.jpg")))
+        assert len(val) + len(train) == len(image_files(colour_folder / "train"))
         seen.extend(map(str, val.paths))
-    assert len(seen) == len(set(seen)) == len(list((cifar_folder / "train").rglob("*.jpg")))
+    assert len(seen) == len(set(seen)) == len(image_files(colour_folder / "train"))
 
 
-def test_samples_are_what_the_loaders_read(cifar_folder: Path) -> None:
-    datamodule = cifar_module(cifar_folder, val_fraction=0.2)
+def test_samples_are_what_the_loaders_read(colour_folder: Path) -> None:
+    datamodule = colour_module(colour_folder, val_fraction=0.2)
     val = datamodule.samples("val")
-    assert val.paths == datamodule.val_dataloader().dataset.samples.paths and len(val) == 40
-    assert len(datamodule.samples("train")) == 160 and len(datamodule.samples("test")) > 0
+    assert val.paths == datamodule.val_dataloader().dataset.samples.paths and len(val) == 64
+    assert len(datamodule.samples("train")) == 256 and len(datamodule.samples("test")) > 0
     assert (
-        cifar_module(cifar_folder, val_fraction=0.0, subset=10).samples("val") is not None
+        colour_module(colour_folder, val_fraction=0.0, subset=10).samples("val") is not None
     )  # the test split
 
 
-def test_subset_and_zero_val_fraction_validate_on_test(cifar_folder: Path) -> None:
-    datamodule = cifar_module(cifar_folder, subset=50, val_fraction=0.0)
+def test_subset_and_zero_val_fraction_validate_on_test(colour_folder: Path) -> None:
+    datamodule = colour_module(colour_folder, subset=50, val_fraction=0.0)
     datamodule.setup("fit")
     assert len(datamodule.train_dataloader().dataset) == 50
-    assert len(datamodule.val_dataloader().dataset) == len(list((cifar_folder / "test").rglob("*.jpg")))
+    assert len(datamodule.val_dataloader().dataset) == len(image_files(colour_folder / "test"))
 
 
 @pytest.mark.parametrize(("num_workers", "persistent"), [(0, False), (2, True), (2, False)])
 def test_setters_reach_the_next_epoch(
-    cifar_folder: Path, magnitude_spy: None, num_workers: int, persistent: bool
+    colour_folder: Path, magnitude_spy: None, num_workers: int, persistent: bool
 ) -> None:
-    datamodule = cifar_module(
-        cifar_folder,
+    datamodule = colour_module(
+        colour_folder,
         num_workers=num_workers,
         persistent_workers=persistent,
         randaug_magnitude=5,
@@ -209,10 +217,10 @@ class StageCallback(L.Callback):
 
 
 def test_setters_inside_a_lightning_fit_with_persistent_workers(
-    cifar_folder: Path, magnitude_spy: None
+    colour_folder: Path, magnitude_spy: None
 ) -> None:
-    datamodule = cifar_module(
-        cifar_folder, num_workers=2, persistent_workers=True, subset=40, val_fraction=0.0
+    datamodule = colour_module(
+        colour_folder, num_workers=2, persistent_workers=True, subset=40, val_fraction=0.0
     )
     module = RecordingModule()
     trainer = L.Trainer(

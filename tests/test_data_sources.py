@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.sources import (
     FASHION_MNIST_ROOT,
@@ -21,13 +22,17 @@ from effnetv2.data.sources import (
     read_idx,
 )
 from effnetv2.errors import DataError
+from fixtures_data import image_files
 
 pytest_plugins = ["fixtures_data"]
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST is not installed in {FASHION_MNIST_ROOT} (apt-get install dataset-fashion-mnist)",
-)
+
+@pytest.fixture
+def needs_fashion_mnist() -> None:
+    require(
+        Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file(),
+        f"Fashion-MNIST is not installed in {FASHION_MNIST_ROOT} (apt-get install dataset-fashion-mnist)",
+    )
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -38,7 +43,7 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-@needs_fashion_mnist
+@pytest.mark.usefixtures("needs_fashion_mnist")
 def test_fashion_mnist_loads_the_installed_files() -> None:
     source = FashionMNIST()
     train, test = source.load("train"), source.load("test")
@@ -77,19 +82,19 @@ def test_idx_reader_rejects_bad_and_truncated_files(tmp_path: Path) -> None:
         read_idx(path)
 
 
-def count_jpegs(folder: Path) -> int:
-    return len(list(folder.rglob("*.jpg")))
+def count_images(folder: Path) -> int:
+    return len(image_files(folder))
 
 
-def test_image_folder_lists_classes_and_splits(cifar_folder: Path, cifar_classes: tuple[str, ...]) -> None:
-    source = ImageFolder(cifar_folder)
-    assert source.class_names == list(cifar_classes)
+def test_image_folder_lists_classes_and_splits(colour_folder: Path, colour_classes: tuple[str, ...]) -> None:
+    source = ImageFolder(colour_folder)
+    assert source.class_names == list(colour_classes)
     train, test = source.load("train"), source.load("test")
-    assert len(train) == count_jpegs(cifar_folder / "train") > 0
-    assert len(test) == count_jpegs(cifar_folder / "test") > 0
+    assert len(train) == count_images(colour_folder / "train") > 0
+    assert len(test) == count_images(colour_folder / "test") > 0
     assert source.load("val") is None
     for path, label in zip(train.paths, train.labels):
-        assert path.parent.name == cifar_classes[label]
+        assert path.parent.name == colour_classes[label]
 
 
 def test_image_folder_without_train_folder_names_the_layout(tmp_path: Path) -> None:
@@ -98,16 +103,16 @@ def test_image_folder_without_train_folder_names_the_layout(tmp_path: Path) -> N
 
 
 def test_csv_source_matches_the_image_folder(
-    cifar_folder: Path, cifar_csv: Path, cifar_classes: tuple[str, ...]
+    colour_folder: Path, colour_csv: Path, colour_classes: tuple[str, ...]
 ) -> None:
-    source = CsvSource(cifar_csv, extension=".jpg", test_csv="test.csv")
-    assert source.class_names == list(cifar_classes)
+    source = CsvSource(colour_csv, test_csv="test.csv")
+    assert source.class_names == list(colour_classes)
     train, test = source.load("train"), source.load("test")
-    assert len(train) == count_jpegs(cifar_folder / "train")
-    assert len(test) == count_jpegs(cifar_folder / "test")
+    assert len(train) == count_images(colour_folder / "train")
+    assert len(test) == count_images(colour_folder / "test")
     for path, label in zip(train.paths, train.labels):
-        assert path.name.startswith(cifar_classes[label] + "_") and path.suffix == ".jpg"
-    assert CsvSource(cifar_csv, extension=".jpg").load("test") is None
+        assert path.name.startswith(colour_classes[label] + "_") and path.suffix in (".jpg", ".png")
+    assert CsvSource(colour_csv).load("test") is None
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -154,13 +159,13 @@ def test_list_images_finds_every_image_unlabeled(tiny_folder: Path) -> None:
 
 
 def test_save_class_map_round_trips(
-    tmp_path: Path, cifar_folder: Path, cifar_classes: tuple[str, ...]
+    tmp_path: Path, colour_folder: Path, colour_classes: tuple[str, ...]
 ) -> None:
     datamodule = ImageDataModule(
-        source="image_folder", root=str(cifar_folder), in_chans=3, mean=(0.5,) * 3, std=(0.25,) * 3
+        source="image_folder", root=str(colour_folder), in_chans=3, mean=(0.5,) * 3, std=(0.25,) * 3
     )
     path = datamodule.save_class_map(tmp_path / "run" / "class_map.json")
     content = json.loads(path.read_text())
-    assert content["class_names"] == list(cifar_classes)
-    assert content["class_to_index"]["truck"] == 9 and content["in_chans"] == 3
+    assert content["class_names"] == list(colour_classes)
+    assert content["class_to_index"]["yellow"] == 9 and content["in_chans"] == 3
     assert datamodule.num_classes == 10

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_module
 from effnetv2.training.faults import read_checkpoint
 from train_runs import TINY, read_records, run_train, start_train, wait_for
 
@@ -112,14 +113,14 @@ def test_ddp_torch_loader_with_progressive_learning(tmp_path, workers) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_ddp_ffcv_loader_with_progressive_learning(tmp_path, cifar_folder) -> None:
-    pytest.importorskip("ffcv", reason="FFCV is an install extra")
+def test_ddp_ffcv_loader_with_progressive_learning(tmp_path, colour_folder) -> None:
+    require_module("ffcv", "the ffcv extra")
     run_dir, probe = tmp_path / "run", tmp_path / "probe"
-    # 200 CIFAR-10 JPEGs (indices 0-199 in the beton), 10% validation: 180 train samples, 90 per rank,
-    # of which FFCV's drop_last keeps 22 batches of 4.
+    # 320 generated images (indices 0-319 in the beton), 10% validation: 288 train samples, 144 per rank,
+    # 36 whole batches of 4 (FFCV's drop_last drops nothing).
     overrides = [
         "data=image_folder",
-        f"data.root={cifar_folder}",
+        f"data.root={colour_folder}",
         "data.loader=ffcv",
         f"data.beton_dir={tmp_path / 'betons'}",
         "data.subset=null",
@@ -129,7 +130,7 @@ def test_ddp_ffcv_loader_with_progressive_learning(tmp_path, cifar_folder) -> No
     ]
     result = run_train(*ddp_run(run_dir, probe, *overrides), timeout=540)
     assert result.returncode == 0, result.stderr[-5000:]
-    check_ddp_run(run_dir, probe, train_size=200, per_rank=88, sampler_kind="ffcv Random distributed")
+    check_ddp_run(run_dir, probe, train_size=320, per_rank=144, sampler_kind="ffcv Random distributed")
 
 
 @pytest.mark.timeout(600)

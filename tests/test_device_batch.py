@@ -21,9 +21,9 @@ def old_float_path(images: torch.Tensor) -> torch.Tensor:
     return images.float().sub_(mean).div_(std)
 
 
-def test_loader_yields_uint8_and_the_transferred_batch_equals_the_old_float_path(cifar_folder: Path) -> None:
+def test_loader_yields_uint8_and_the_transferred_batch_equals_the_old_float_path(colour_folder: Path) -> None:
     datamodule = ImageDataModule(
-        source="image_folder", root=str(cifar_folder), in_chans=3, mean=MEAN, std=STD, batch_size=8,
+        source="image_folder", root=str(colour_folder), in_chans=3, mean=MEAN, std=STD, batch_size=8,
         num_workers=0, image_size=32, eval_size=32, crop_pct=1.0,
     )  # fmt: skip
     datamodule.setup("test")

@@ -69,7 +69,14 @@ def test_eval_at_several_sizes_and_splits(trained_run) -> None:
     )
     results = evaluate(module, datamodule, [24, 40], ["val", "test"], trainer)
     assert [(r.split, r.size) for r in results] == [("val", 24), ("test", 24), ("val", 40), ("test", 40)]
-    assert all(0.0 <= r.top1 <= r.top5 <= 1.0 for r in results)
+    for result in results:  # recomputed here from the model's outputs on the same images
+        datamodule.set_eval_size(result.size)
+        loader = datamodule.val_dataloader() if result.split == "val" else datamodule.test_dataloader()
+        images, labels = next(iter(loader))  # val: all of it; test: the one batch evaluate() saw
+        with torch.no_grad():
+            top5 = module.eval()(images).topk(5, dim=1).indices
+        assert result.top1 == pytest.approx((top5[:, 0] == labels).float().mean().item(), abs=1e-6)
+        assert result.top5 == pytest.approx((top5 == labels[:, None]).any(1).float().mean().item(), abs=1e-6)
     assert {r.images for r in results if r.split == "test"} == {16}  # one batch (limit_test_batches=1)
     assert {r.images for r in results if r.split == "val"} == {6}  # all of val: 10% of the 64 samples
     assert results[0].loss != results[2].loss  # the size really changed what the model saw

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config
+from conftest import compose_config, require_module
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
@@ -85,7 +85,7 @@ def test_the_torch_loader_applies_them(tiny_folder: Path) -> None:
 @pytest.mark.ffcv
 @pytest.mark.timeout(300)
 def test_the_ffcv_loader_applies_them(tiny_folder: Path, tmp_path: Path) -> None:
-    pytest.importorskip("ffcv")
+    require_module("ffcv", "the ffcv extra")
     options = dict(loader="ffcv", beton_dir=str(tmp_path), beton_write_mode="raw", num_workers=2)
 
     def batch(**overrides: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import FASHION_MNIST_ROOT, ImageFolder
@@ -25,7 +26,9 @@ from effnetv2.errors import DataError
 try:
     from effnetv2.data import ffcv_loader
 except DataError as error:
-    pytest.skip(f"FFCV cannot be imported: {error}", allow_module_level=True)
+    require(False, f"FFCV cannot be imported: {error}")
+
+from fixtures_data import write_png
 
 pytest_plugins = ["fixtures_data"]
 pytestmark = [pytest.mark.ffcv, pytest.mark.timeout(300)]
@@ -40,7 +43,7 @@ def ffcv_module(
     options: dict[str, Any] = {
         "source": source,
         "root": str(root),
-        "name": f"cifar_{source}",
+        "name": f"colour_{source}",
         "loader": "ffcv",
         "beton_dir": str(beton_dir),
         "beton_write_mode": "raw",
@@ -52,7 +55,7 @@ def ffcv_module(
         **COLOUR,
     }
     if source == "csv":
-        options.update(extension=".jpg", test_csv="test.csv")
+        options.update(test_csv="test.csv")
     return ImageDataModule(**{**options, **overrides})
 
 
@@ -71,8 +74,8 @@ def magnitude_spy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RandAugment, "apply", apply)
 
 
-def test_labels_round_trip_exactly_through_a_beton(cifar_folder: Path, tmp_path: Path) -> None:
-    samples = ImageFolder(cifar_folder).load("train")
+def test_labels_round_trip_exactly_through_a_beton(colour_folder: Path, tmp_path: Path) -> None:
+    samples = ImageFolder(colour_folder).load("train")
     beton = tmp_path / "train.beton"
     count = ffcv_loader.write_beton(
         samples, beton, {"note": "test"}, None, 90, "raw", num_workers=2, on_bad_image="error"
@@ -87,13 +90,13 @@ def test_labels_round_trip_exactly_through_a_beton(cifar_folder: Path, tmp_path:
 
 
 @pytest.mark.parametrize("source", ["image_folder", "csv"])
-def test_cifar_jpegs_through_the_ffcv_loader(
-    cifar_folder: Path, cifar_csv: Path, beton_dir: Path, source: str, cifar_classes: tuple[str, ...]
+def test_generated_images_through_the_ffcv_loader(
+    colour_folder: Path, colour_csv: Path, beton_dir: Path, source: str, colour_classes: tuple[str, ...]
 ) -> None:
     threads = torch.get_num_threads()
-    datamodule = ffcv_module(cifar_folder if source == "image_folder" else cifar_csv, beton_dir, source)
+    datamodule = ffcv_module(colour_folder if source == "image_folder" else colour_csv, beton_dir, source)
     datamodule.prepare_data()
-    assert datamodule.class_names == list(cifar_classes)
+    assert datamodule.class_names == list(colour_classes)
     datamodule.setup("fit")
     train = datamodule.train_dataloader()
     batches = list(train)
@@ -104,11 +107,11 @@ def test_cifar_jpegs_through_the_ffcv_loader(
     assert torch.get_num_threads() == threads  # restored after import, Loader() and the epoch thread
 
 
-def test_eval_batches_equal_the_torch_loader(cifar_folder: Path, beton_dir: Path) -> None:
+def test_eval_batches_equal_the_torch_loader(colour_folder: Path, beton_dir: Path) -> None:
     """Raw betons and crop_pct=1 at the native size: both loaders must give the same pixels."""
-    with_ffcv = ffcv_module(cifar_folder, beton_dir)
+    with_ffcv = ffcv_module(colour_folder, beton_dir)
     with_ffcv.prepare_data()
-    with_torch = ffcv_module(cifar_folder, beton_dir, loader="torch", num_workers=0)
+    with_torch = ffcv_module(colour_folder, beton_dir, loader="torch", num_workers=0)
     for datamodule in (with_ffcv, with_torch):
         datamodule.setup("test")
     ffcv_images, ffcv_labels = next(iter(with_ffcv.test_dataloader()))
@@ -118,11 +121,10 @@ def test_eval_batches_equal_the_torch_loader(cifar_folder: Path, beton_dir: Path
     assert torch.equal(with_ffcv.normalize(ffcv_images), with_torch.normalize(torch_images))
 
 
-@pytest.mark.skipif(
-    not Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST is not installed",
-)
 def test_fashion_mnist_through_ffcv_keeps_one_channel(tmp_path: Path) -> None:
+    require(
+        Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file(), "Fashion-MNIST is not installed"
+    )
     options = {"mean": (0.286,), "std": (0.353,), "image_size": 28, "eval_size": 28, "crop_pct": 1.0}
     with_ffcv = ImageDataModule(loader="ffcv", beton_dir=str(tmp_path), beton_write_mode="raw", **options)
     with_ffcv.prepare_data()
@@ -136,8 +138,8 @@ def test_fashion_mnist_through_ffcv_keeps_one_channel(tmp_path: Path) -> None:
     assert torch.allclose(ffcv_images, torch_images, atol=1e-5)
 
 
-def test_setters_reach_the_next_epoch(cifar_folder: Path, beton_dir: Path, magnitude_spy: None) -> None:
-    datamodule = ffcv_module(cifar_folder, beton_dir, randaug_magnitude=5, val_fraction=0.2)
+def test_setters_reach_the_next_epoch(colour_folder: Path, beton_dir: Path, magnitude_spy: None) -> None:
+    datamodule = ffcv_module(colour_folder, beton_dir, randaug_magnitude=5, val_fraction=0.2)
     datamodule.prepare_data()
     datamodule.setup("fit")
     train, val = datamodule.train_dataloader(), datamodule.val_dataloader()
@@ -210,10 +212,10 @@ def run_pipeline(beton: Path, name: str, timeout: float) -> str:
     return result.stdout
 
 
-def test_pipeline_order_avoids_the_ffcv_396_hang(cifar_folder: Path, beton_dir: Path) -> None:
-    datamodule = ffcv_module(cifar_folder, beton_dir)
+def test_pipeline_order_avoids_the_ffcv_396_hang(colour_folder: Path, beton_dir: Path) -> None:
+    datamodule = ffcv_module(colour_folder, beton_dir)
     datamodule.prepare_data()
-    beton = beton_dir / "cifar_image_folder_train.beton"
+    beton = beton_dir / "colour_image_folder_train.beton"
     assert "batch (8, 3, 32, 32)" in run_pipeline(beton, "ours", timeout=240)
     # Without the workaround Loader() never returns (the imports finished, "built" never comes):
     # proof that the test above can fail.
@@ -237,9 +239,9 @@ class FailingOp(ffcv_loader.Operation):
 
 
 def test_an_error_in_the_loader_thread_raises_instead_of_hanging(
-    cifar_folder: Path, beton_dir: Path, monkeypatch: pytest.MonkeyPatch
+    colour_folder: Path, beton_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    datamodule = ffcv_module(cifar_folder, beton_dir)
+    datamodule = ffcv_module(colour_folder, beton_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
     monkeypatch.setattr(ffcv_loader, "RandAugmentOp", lambda randaugment, threads: FailingOp())
@@ -248,10 +250,10 @@ def test_an_error_in_the_loader_thread_raises_instead_of_hanging(
         next(iter(loader))
 
 
-def test_stale_beton_is_refused_then_rewritten(cifar_folder: Path, tmp_path: Path) -> None:
-    ffcv_module(cifar_folder, tmp_path).prepare_data()
-    changed = ffcv_module(cifar_folder, tmp_path, beton_max_resolution=16)
-    with pytest.raises(DataError, match="prepare_data.py data=cifar_image_folder"):
+def test_stale_beton_is_refused_then_rewritten(colour_folder: Path, tmp_path: Path) -> None:
+    ffcv_module(colour_folder, tmp_path).prepare_data()
+    changed = ffcv_module(colour_folder, tmp_path, beton_max_resolution=16)
+    with pytest.raises(DataError, match="prepare_data.py data=colour_image_folder"):
         changed.setup("fit")
     changed.prepare_data()
     changed.setup("fit")
@@ -310,8 +312,8 @@ def test_prepare_data_cli_writes_betons_and_names_bad_files(tiny_folder: Path, t
     )
 
 
-def test_ffcv_loader_is_distributed_under_ddp(cifar_folder: Path, beton_dir: Path, tmp_path: Path) -> None:
-    datamodule = ffcv_module(cifar_folder, beton_dir, num_workers=1)
+def test_ffcv_loader_is_distributed_under_ddp(colour_folder: Path, beton_dir: Path, tmp_path: Path) -> None:
+    datamodule = ffcv_module(colour_folder, beton_dir, num_workers=1)
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.trainer = SimpleNamespace(world_size=2)  # what Lightning's trainer reports under DDP
@@ -334,12 +336,41 @@ def test_missing_ffcv_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
         ImageDataModule(loader="ffcv")
 
 
-def test_an_epoch_started_under_inference_mode_loads(cifar_folder: Path, beton_dir: Path) -> None:
+def test_an_epoch_started_under_inference_mode_loads(colour_folder: Path, beton_dir: Path) -> None:
     """Lightning validates under torch.inference_mode: ToDevice's buffers, allocated when the epoch
     starts, must still be writable by FFCV's loader thread (it copies into them outside that mode)."""
-    datamodule = ffcv_module(cifar_folder, beton_dir)
+    datamodule = ffcv_module(colour_folder, beton_dir)
     datamodule.prepare_data()
     datamodule.setup("test")
     with torch.inference_mode():
         images, labels = next(iter(datamodule.test_dataloader()))
-    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.uint8 and len(labels) == 16
+    assert images.shape[1:] == (3, 32, 32) and images.dtype == torch.uint8 and len(labels) == len(images)
+
+
+def test_skipped_image_keeps_validation_ids_aligned_with_the_beton(tmp_path: Path) -> None:
+    """An undecodable file in the middle of the listing is left out of the beton: the samples and ids a
+    role names (what val_predictions.csv and OOF files report) must be the images its loader reads."""
+    from effnetv2.data.decode import read_image
+    from effnetv2.training.val_predictions import validation_samples
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "data"
+    for name in ("a", "b", "c"):
+        for i in range(6):  # every image its own noise: a pixel comparison names the file
+            write_png(root / "train" / name / f"{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    undecodable_jpeg(root / "train" / "b" / "3_broken.jpg")
+    options = {"name": "aligned", "val_fraction": 0.5, "on_bad_image": "skip"}
+    datamodule = ffcv_module(root, tmp_path / "betons", num_workers=1, **options)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    ids, samples = validation_samples(datamodule)
+    assert samples.paths == datamodule.samples("val").paths
+    assert [root / i for i in ids] == list(samples.paths) and "b/3_broken.jpg" not in ids
+    assert not set(samples.paths) & set(datamodule.samples("train").paths)
+    images, labels = (torch.cat(parts) for parts in zip(*datamodule.val_dataloader()))
+    images = datamodule.normalize(images)  # uint8 from the loader, normalised as on the device
+    assert len(images) == len(samples) == 9
+    assert torch.equal(labels, torch.from_numpy(samples.labels))
+    for image, path in zip(images, samples.paths):
+        expected = (torch.from_numpy(read_image(path, 3)).permute(2, 0, 1).float() / 255 - 0.5) / 0.25
+        assert torch.allclose(image, expected, atol=1e-5), path

@@ -1,5 +1,5 @@
 """Fine-tuning: backbone/head learning rates, a frozen backbone that unfreezes on time, and the whole
-Kaggle loop on real CIFAR-10 JPEGs: pre-train (folder layout), fine-tune from that checkpoint on other
+Kaggle loop on generated colour images: pre-train (folder layout), fine-tune from that checkpoint on other
 classes (CSV layout, K-fold), join the out-of-fold predictions, predict with TTA, write a submission."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from effnetv2.training.pipeline import train
 pytest_plugins = ["fixtures_data", "fixtures_inference"]
 
 MODEL = {"_target_": "effnetv2.models.create_model", "name": "v2_b0"}
-FINETUNE_CLASSES = ("dog", "frog", "horse")
+FINETUNE_CLASSES = ("green", "red", "yellow")
 
 
 def backbone_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -224,14 +224,14 @@ def subset_csv(source: Path, destination: Path, classes: tuple[str, ...], drop_l
 
 
 @pytest.fixture(scope="module")
-def pretrained_checkpoint(cifar_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A v2_b0 trained (briefly) on all ten CIFAR-10 classes in the image-folder layout."""
+def pretrained_checkpoint(colour_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A v2_b0 trained (briefly) on all ten generated classes in the image-folder layout."""
     from conftest import compose_config
 
     out = tmp_path_factory.mktemp("pretrain")
     overrides = [
         "data=image_folder",
-        f"data.root={cifar_folder}",
+        f"data.root={colour_folder}",
         "data.image_size=32",
         "data.eval_size=32",
         "data.crop_pct=1.0",
@@ -245,23 +245,22 @@ def pretrained_checkpoint(cifar_folder: Path, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.timeout(900)
-def test_kaggle_loop_on_cifar(
-    cifar_folder: Path, cifar_csv: Path, pretrained_checkpoint: Path, tmp_path: Path
+def test_kaggle_loop_on_generated_images(
+    colour_folder: Path, colour_csv: Path, pretrained_checkpoint: Path, tmp_path: Path
 ) -> None:
     from conftest import compose_config
 
     root = tmp_path / "competition"
     root.mkdir()
-    subset_csv(cifar_csv / "train.csv", root / "train.csv", FINETUNE_CLASSES)
-    test_csv = subset_csv(cifar_csv / "test.csv", root / "test.csv", FINETUNE_CLASSES, drop_labels=True)
+    subset_csv(colour_csv / "train.csv", root / "train.csv", FINETUNE_CLASSES)
+    test_csv = subset_csv(colour_csv / "test.csv", root / "test.csv", FINETUNE_CLASSES, drop_labels=True)
     multirun = tmp_path / "multirun"
     for fold in (0, 1):
         overrides = [
             "experiment=finetune",
             "data=csv",
             f"data.root={root}",
-            f"data.image_dir={cifar_csv / 'train'}",
-            "data.extension=.jpg",
+            f"data.image_dir={colour_csv / 'train'}",
             "data.image_size=32",
             "data.eval_size=32",
             "data.crop_pct=1.0",
@@ -288,7 +287,7 @@ def test_kaggle_loop_on_cifar(
 
     # Out-of-fold: every training sample predicted once, by the fold that did not train on it.
     oof, files = collect_out_of_fold(multirun)
-    assert len(files) == 2 and len(oof) == 60 and len(set(oof.ids)) == 60
+    assert len(files) == 2 and len(oof) == 96 and len(set(oof.ids)) == 96  # 3 classes x 32
     assert sorted(set(oof.folds.tolist())) == [0, 1]
     np.testing.assert_allclose(oof.probabilities.sum(axis=1), 1.0, atol=1e-4)
     scores = cv_scores(oof)
@@ -304,12 +303,12 @@ def test_kaggle_loop_on_cifar(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"top-1 {scores['accuracy']:.4f}" in result.stdout
-    assert json.loads((multirun / "cv_score.json").read_text())["samples"] == 60
-    assert (multirun / "oof_predictions.csv").read_text().count("\n") == 61
+    assert json.loads((multirun / "cv_score.json").read_text())["samples"] == 96
+    assert (multirun / "oof_predictions.csv").read_text().count("\n") == 97
 
     # Fold ensemble with TTA over the test CSV -> a valid submission in the CSV's order.
     classifiers = [load_classifier(path) for path in fold_checkpoints]
-    inputs = csv_inputs(test_csv, cifar_csv / "test", extension=".jpg")
+    inputs = csv_inputs(test_csv, colour_csv / "test")
     probabilities = predict_probabilities(
         classifiers, inputs.samples, sizes=[32, 40], hflip=True, progress=False
     )
@@ -320,9 +319,9 @@ def test_kaggle_loop_on_cifar(
         rows = list(csv.DictReader(file))
     with test_csv.open(newline="") as file:
         expected_ids = [row["id"] for row in csv.DictReader(file)]
-    assert [row["id"] for row in rows] == expected_ids and len(rows) == 15
+    assert [row["id"] for row in rows] == expected_ids and len(rows) == 24  # 3 classes x 8
     assert {row["label"] for row in rows} <= set(FINETUNE_CLASSES)
 
     # The same models on a folder of images.
-    folder = folder_inputs(cifar_folder / "test" / "dog")
-    assert predict_probabilities(classifiers, folder.samples, progress=False).shape == (5, 3)
+    folder = folder_inputs(colour_folder / "test" / "green")
+    assert predict_probabilities(classifiers, folder.samples, progress=False).shape == (8, 3)

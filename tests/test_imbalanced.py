@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.trainer.states import RunningStage
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import require_module
 from effnetv2.data.balance import BalancedSampler, balanced_class_weights
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.errors import ConfigError
@@ -138,6 +139,6 @@ def test_sampler_choices_and_the_ffcv_loader_are_checked(tmp_path: Path) -> None
     root = imbalanced_folder(tmp_path, {"a": 2, "b": 2})
     with pytest.raises(ConfigError, match="data.sampler='weighted'.*random.*balanced"):
         folder_module(root, sampler="weighted")
-    pytest.importorskip("ffcv")
+    require_module("ffcv", "the ffcv extra")
     with pytest.raises(ConfigError, match="data.sampler=balanced needs data.loader=torch"):
         folder_module(root, sampler="balanced", loader="ffcv", beton_dir=str(tmp_path / "betons"))

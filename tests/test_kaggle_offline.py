@@ -17,6 +17,7 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
+from conftest import require_module
 from train_runs import ROOT, TINY, run_train, train_env
 
 
@@ -77,7 +78,7 @@ def kernel_overrides(data_root: Path, working: Path, loader: str) -> list[str]:
 @pytest.mark.parametrize("loader", ["torch", pytest.param("ffcv", marks=pytest.mark.ffcv)])
 def test_training_writes_nothing_under_data_root(competition_images: Path, tmp_path: Path, loader) -> None:
     if loader == "ffcv":
-        pytest.importorskip("ffcv")
+        require_module("ffcv", "the ffcv extra")
     working = tmp_path / "working"
     before = tree_state(competition_images)
     result = run_train(*kernel_overrides(competition_images, working, loader), timeout=800)
@@ -157,7 +158,7 @@ print(ffcv._libffcv.__file__)
 def test_wheelhouse_installs_offline_beside_a_preinstalled_torch(
     competition_images: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("ffcv")
+    require_module("ffcv", "the ffcv extra")
     # The script `make wheelhouse` runs, with this environment (make would first re-run `setup` when
     # pyproject.toml is newer than the environment).
     wheelhouse = tmp_path / "wheelhouse"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import require_module
 from effnetv2.data.mixup import MixupCutmix, smooth_one_hot
 
 NUM_CLASSES = 10
@@ -39,7 +40,7 @@ def test_mixup_blends_each_sample_with_its_own_lambda() -> None:
 def test_mixup_lambda_follows_folded_beta_alpha_alpha() -> None:
     """Kolmogorov-Smirnov against max(B, 1 - B), B ~ Beta(alpha, alpha), for two alphas; a lambda drawn
     from another alpha (or one per batch) fails."""
-    scipy_stats = pytest.importorskip("scipy.stats")
+    scipy_stats = require_module("scipy.stats")
     n = 64
     x = torch.zeros(n, 1, 2, 2)
     y = torch.arange(n)  # 64 distinct classes: lambda is the own-class weight

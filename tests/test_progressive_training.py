@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import require_module
 from effnetv2.data.mixup import MixupCutmix
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
@@ -426,8 +427,9 @@ class TrainingSpy:
     RandAugment magnitudes applied to that batch's samples, the alphas of its MixupCutmix call, and the
     p of the model's dropout layers; also the size of the images validation received."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, augment_log: Path | None = None) -> None:
         self.steps: list[dict] = []
+        self.augment_log = augment_log
         self.val_sizes: set[tuple[int, int]] = set()
         self._magnitudes: list[float] = []
         self._mixup_calls: list[tuple[float, float]] = []
@@ -440,6 +442,9 @@ class TrainingSpy:
 
         def recording_apply(transform, img, *args, **params):
             spy._magnitudes.append(params["magnitude"])
+            if augment_log is not None:  # one line per call, also from worker processes and FFCV threads
+                with augment_log.open("a") as file:
+                    file.write(f"{img.shape[0]} {img.shape[1]} {params['magnitude']}\n")
             return apply(transform, img, *args, **params)
 
         def recording_mix(mixup, x, y):
@@ -473,6 +478,22 @@ class TrainingSpy:
         monkeypatch.setattr(ClassificationModule, "training_step", recording_training_step)
         monkeypatch.setattr(ClassificationModule, "validation_step", recording_validation_step)
 
+    def assert_magnitudes_follow_sizes(self, schedule: ProgressiveSchedule, max_epochs: int) -> None:
+        """Where samples are augmented ahead (workers, FFCV's thread), each augmented image's size names
+        its stage (sizes differ per stage): its magnitude must be that stage's, and every stage is seen."""
+        expected = {}
+        for epoch in range(max_epochs):
+            values = schedule.values_at_epoch(epoch, max_epochs)
+            expected[values.image_size] = values.randaug_magnitude
+        seen: dict[int, set[float]] = {}
+        for line in self.augment_log.read_text().splitlines():
+            height, width, magnitude = line.split()
+            assert height == width, line  # augmented after the crop to the stage's square size
+            seen.setdefault(int(height), set()).add(float(magnitude))
+        assert set(seen) == set(expected), (seen, expected)
+        for size, magnitudes in seen.items():
+            assert all(m == pytest.approx(expected[size]) for m in magnitudes), (size, magnitudes, expected)
+
     def assert_follows(
         self, schedule: ProgressiveSchedule, max_epochs: int, epochs: list[int], check_magnitudes: bool = True
     ) -> None:
@@ -496,13 +517,14 @@ class TrainingSpy:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeypatch, tmp_path, num_workers):
     """num_workers=2 runs the default loader set-up (persistent workers) of conf/data."""
-    spy = TrainingSpy(monkeypatch)
+    spy = TrainingSpy(monkeypatch, augment_log=tmp_path / "augmented.txt")
     out = tmp_path / "run"
     cfg = compose_train([*REAL_TRAINING, *REAL_SCHEDULE, f"data.num_workers={num_workers}"], output_dir=out)
     train(cfg)
     schedule = instantiate(cfg.schedule)
 
     spy.assert_follows(schedule, 4, epochs=[0, 1, 2, 3], check_magnitudes=num_workers == 0)
+    spy.assert_magnitudes_follow_sizes(schedule, 4)  # also in the worker processes
     assert [step["image_size"][0] for step in spy.steps] == [16, 16, 24, 24, 32, 32, 40, 40]
     assert spy.val_sizes == {(24, 24)}  # evaluation at schedule.eval_size
     with open(out / "csv" / "metrics.csv") as file:
@@ -522,19 +544,20 @@ def test_train_pipeline_trains_every_epoch_with_its_stage(compose_train, monkeyp
 @pytest.mark.ffcv
 @pytest.mark.timeout(300)
 def test_train_pipeline_with_the_ffcv_loader_follows_the_schedule(
-    compose_train, monkeypatch, tmp_path, cifar_folder
+    compose_train, monkeypatch, tmp_path, colour_folder
 ):
-    pytest.importorskip("ffcv", reason="the ffcv extra is not installed")
-    spy = TrainingSpy(monkeypatch)
+    require_module("ffcv", "the ffcv extra")
+    spy = TrainingSpy(monkeypatch, augment_log=tmp_path / "augmented.txt")
     overrides = [
         "data=cifar10",
-        f"data.root={cifar_folder}",
+        f"data.root={colour_folder}",
         "data.loader=ffcv",
         f"data.beton_dir={tmp_path}",
     ]
     cfg = compose_train([*REAL_TRAINING, *REAL_SCHEDULE, *overrides, "data.subset=null"])
     train(cfg)
     spy.assert_follows(instantiate(cfg.schedule), 4, epochs=[0, 1, 2, 3], check_magnitudes=False)
+    spy.assert_magnitudes_follow_sizes(instantiate(cfg.schedule), 4)  # applied in FFCV's loader thread
     assert [step["image_size"][0] for step in spy.steps] == [16, 16, 24, 24, 32, 32, 40, 40]
     assert spy.val_sizes == {(24, 24)}
 

@@ -3,6 +3,7 @@ schedule and data, and the logged keys a dashboard needs (read back from the off
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -17,7 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from conftest import ROOT, TINY_TRAINING
+from conftest import ROOT, TINY_TRAINING, compose_config
 from effnetv2.errors import ConfigError
 from effnetv2.training.loggers import (
     finish_wandb,
@@ -284,3 +285,45 @@ def test_resumed_training_continues_its_wandb_run(tmp_path) -> None:
     assert [part["id"] for part in parts] == [run_id] * 3
     # 3 optimizer steps per epoch, logged at the global step before each: epochs 0-1, 2-3 and 4
     assert [part["trained"] for part in parts] == [list(range(6)), list(range(6, 12)), list(range(12, 15))]
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    """The offline run's history, one dict (key -> value) per logged row."""
+    (wandb_file,) = run_dir.glob("run-*.wandb")
+    return [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+        for record in read_wandb_records(wandb_file)
+        if record.WhichOneof("record_type") == "history"
+    ]
+
+
+SCHEDULE_KEYS = ("stage", "image_size", "randaug_magnitude", "mixup_alpha", "dropout", "drop_path_rate")
+
+
+@pytest.mark.timeout(300)
+def test_wandb_history_holds_every_progressive_value_per_epoch(tmp_path) -> None:
+    """Every stage differs in every value: each epoch's `progressive/*` row must be its own stage's."""
+    run_dir = tmp_path / "run"
+    overrides = [
+        *TINY,
+        "logger=wandb",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=1",
+        "schedule.num_stages=4",
+        "schedule.image_size=[16,40]",
+        "schedule.randaug_magnitude=[2,14]",
+        "schedule.mixup_alpha=[0.0,0.6]",
+        "schedule.dropout=[0.1,0.4]",
+        "schedule.drop_path_rate=[0.0,0.3]",
+    ]
+    result = run_train(*overrides, f"hydra.run.dir={run_dir}", env=train_env(HOME=str(tmp_path)))
+    assert result.returncode == 0, result.stderr[-4000:]
+    schedule = instantiate(compose_config("train", overrides, tmp_path / "composed").schedule)
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    rows = [row for row in history_rows(offline_run) if "progressive/stage" in row]
+    assert [row["epoch"] for row in rows] == [0, 1, 2, 3]
+    for row in rows:
+        expected = schedule.values_at_epoch(row["epoch"], 4)
+        assert expected.stage == row["epoch"]  # one stage per epoch: every value changes every epoch
+        for key in SCHEDULE_KEYS:
+            assert row[f"progressive/{key}"] == pytest.approx(getattr(expected, key)), (key, row)

@@ -298,6 +298,24 @@ class ImageDataModule(L.LightningDataModule):
             self._splits[split] = self.source.load(split)
         return self._splits[split]
 
+    def _listed(self, split: str) -> SampleSet | None:
+        """The samples a loader's indices point into: the source's listing, less (ffcv) the files
+        prepare_data left out of the .beton, so index i names the image the beton holds at i."""
+        samples = self._split(split)
+        if self.loader != "ffcv" or samples is None or samples.paths is None:
+            return samples
+        from effnetv2.data.ffcv_loader import read_info
+
+        info = read_info(self._checked_beton(split)) or {}
+        skipped = set(info.get("skipped_files", []))
+        kept = np.array([i for i, path in enumerate(samples.paths) if str(path) not in skipped], np.int64)
+        if len(kept) != info.get("num_samples"):
+            raise DataError(
+                f"{self._beton(split)} holds {info.get('num_samples')} samples, the source lists "
+                f"{len(kept)} of them: rewrite it with `python src/prepare_data.py data={self.name}`"
+            )
+        return samples.subset(kept) if skipped else samples
+
     def _has_split(self, split: str) -> bool:
         if self.loader == "ffcv" and self._beton(split).is_file():
             return True
@@ -317,12 +335,7 @@ class ImageDataModule(L.LightningDataModule):
         """The train samples' folds and groups (CSV data.fold_column / data.group_column), or None."""
         if not (getattr(self.source, "fold_column", None) or getattr(self.source, "group_column", None)):
             return None, None
-        samples = self._split("train")
-        if len(samples) != count:
-            raise DataError(
-                f"the train .beton has {count} samples, the CSV lists {len(samples)} readable ones: folds "
-                "and groups cannot be matched to them; fix or remove the images prepare_data skipped"
-            )
+        samples = self._listed("train")
         return samples.folds, samples.groups
 
     def _plan(self) -> dict[str, tuple[str, np.ndarray]]:
@@ -378,15 +391,14 @@ class ImageDataModule(L.LightningDataModule):
         """The samples a loader of `role` ("train", "val", "test") reads, as the source lists them
         (files or in-memory images, with labels), in loader order for val/test; None without such data.
 
-        With the ffcv loader the indices point into the .beton, which matches the source listing
-        unless prepare_data skipped undecodable images.
+        With the ffcv loader the indices point into the .beton; files prepare_data skipped are not listed.
         """
         if role not in self._roles:
             self.setup("fit" if role in ("train", "val") else "test")
         if role not in self._roles:
             return None
         split, indices = self._roles[role]
-        samples = self._split(split)
+        samples = self._listed(split)
         return samples.subset(indices) if samples is not None else None
 
     # Lightning hooks --------------------------------------------------------------------------

@@ -176,7 +176,10 @@ def write_beton(
     finally:
         torch.set_num_threads(threads)
     os.replace(partial, beton)
+    kept = set(readable.paths or ())
+    skipped_files = [str(path) for path in samples.paths or () if path not in kept]
     info = {**info, "num_samples": len(readable), "skipped": len(samples) - len(readable)}
+    info["skipped_files"] = skipped_files  # the datamodule drops them from the listing: indices align
     info_path(beton).write_text(json.dumps(info, indent=2))
     return len(readable)
 

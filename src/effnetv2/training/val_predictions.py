@@ -31,7 +31,7 @@ def validation_samples(datamodule: L.LightningDataModule) -> tuple[list[str], Sa
     if "val" not in roles:
         return None
     split, indices = roles["val"]
-    samples = datamodule._split(split).subset(indices)
+    samples = datamodule._listed(split).subset(indices)
     if samples.paths is not None:
         root = Path(datamodule.source.root)
         ids = [
