@@ -23,6 +23,7 @@ def tiny_default_run(root: Path, run_dir: Path, *extra: str):
         "data.image_size=16",
         "data.eval_size=16",
         "data.batch_size=8",
+        "module.lr_batch_base=8",  # the default run's per-step learning rate, not 1/32 of it at batch 8
         "data.num_workers=0",
         "data.val_fraction=0.2",
         "trainer.max_epochs=5",
