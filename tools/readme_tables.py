@@ -47,6 +47,10 @@ def loader_scaling(benchmark: ModuleType, results: dict) -> str:
     return benchmark.markdown(results)
 
 
+def default_run(benchmark: ModuleType, results: dict) -> str:
+    return benchmark.table(results)
+
+
 # block name -> (benchmark whose JSON it shows, the function that renders it)
 TABLES: dict[str, tuple[str, Callable[[ModuleType, dict], str]]] = {
     "progressive_vs_fixed": ("progressive_vs_fixed", progressive_vs_fixed),
@@ -54,6 +58,7 @@ TABLES: dict[str, tuple[str, Callable[[ModuleType, dict], str]]] = {
     "model_throughput_full": ("model_throughput", model_throughput_full),
     "finetune_vs_scratch": ("finetune_vs_scratch", finetune_vs_scratch),
     "loader_scaling": ("loader_scaling", loader_scaling),
+    "default_run": ("default_run", default_run),
 }
 
 
