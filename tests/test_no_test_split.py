@@ -116,3 +116,26 @@ def test_kaggle_loop_as_documented_without_test_split(kaggle_csv: Path, tmp_path
     assert lines[0] == "id,label"
     assert [line.split(",")[0] for line in lines[1:]] == expected_ids
     assert {line.split(",")[1] for line in lines[1:]} <= {"cat", "dog", "fox"}
+
+
+def test_a_test_beton_left_from_other_data_does_not_make_a_test_split(
+    train_only_folder: Path, tmp_path: Path
+) -> None:
+    """A test .beton written for an earlier data.root stays in beton_dir; the train-only folder still
+    has no test split (it used to fail at the end of training: 'image_folder_test.beton is missing or
+    was written from other data')."""
+    from effnetv2.data.datamodule import ImageDataModule
+
+    beton_dir = tmp_path / "betons"
+    beton_dir.mkdir()
+    (beton_dir / "image_folder_test.beton").write_bytes(b"left from other data")
+    datamodule = ImageDataModule(
+        source="image_folder",
+        root=str(train_only_folder),
+        in_chans=3,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        loader="ffcv",
+        beton_dir=str(beton_dir),
+    )
+    assert not datamodule.has_labeled_test_split()

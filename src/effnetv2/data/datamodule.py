@@ -317,8 +317,7 @@ class ImageDataModule(L.LightningDataModule):
         return samples.subset(kept) if skipped else samples
 
     def _has_split(self, split: str) -> bool:
-        if self.loader == "ffcv" and self._beton(split).is_file():
-            return True
+        """Whether the source lists the split (a beton left from other data does not count)."""
         return self._split(split) is not None
 
     def _labels(self, split: str) -> np.ndarray:
