@@ -28,22 +28,15 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from effnetv2.checkpoint import check_checkpoint_fits
+from effnetv2.config import monitor_mode
 from effnetv2.data.balance import balanced_class_weights
 from effnetv2.data.mixup import MixupCutmix
 from effnetv2.errors import ConfigError
-from effnetv2.training.faults import check_checkpoint_fits
 from effnetv2.training.finetune import parameter_groups as finetune_parameter_groups
 from effnetv2.training.optim import lr_lambda, parameter_groups
 
-MONITOR_MODES = {"val/acc": "max", "val/loss": "min", "val/f1_macro": "max", "val/auroc": "max"}
 CLASS_WEIGHTS = (None, "balanced")
-
-
-def monitor_mode(monitor: str) -> str:
-    """ModelCheckpoint's mode for `module.monitor` (the `${monitor_mode:...}` resolver of the configs)."""
-    if monitor not in MONITOR_MODES:
-        raise ConfigError(f"module.monitor={monitor!r} is not one of {list(MONITOR_MODES)}")
-    return MONITOR_MODES[monitor]
 
 
 def _plain(config: Any) -> Any:

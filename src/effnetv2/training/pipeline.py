@@ -15,12 +15,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from effnetv2.errors import CheckpointError
+from effnetv2.checkpoint import AtomicCheckpointIO, missing_checkpoint
 from effnetv2.models.summary import format_summary, model_summary
+from effnetv2.target_aliases import current_target
+from effnetv2.training.callbacks.wandb_run import KeepWandbRunId
 from effnetv2.training.distributed import collective_timeout_error, end_other_ranks, is_collective_timeout
-from effnetv2.training.faults import AtomicCheckpointIO
 from effnetv2.training.loggers import (
-    KeepWandbRunId,
     finish_wandb,
     prepare_logger_configs,
     resume_wandb_run,
@@ -33,11 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers)."""
+    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers); a `_target_`
+    of an earlier layout names the class where it lives now (`effnetv2.target_aliases`)."""
     if not group:
         return []
     return [
-        instantiate(entry)
+        instantiate(entry, _target_=current_target(entry._target_))
         for entry in group.values()
         if isinstance(entry, DictConfig) and "_target_" in entry
     ]
@@ -48,10 +49,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
-            raise CheckpointError(
-                f"ckpt_path={cfg.ckpt_path} does not exist; pass the path of a .ckpt file "
-                "(runs keep them in <run folder>/checkpoints/) or drop the override"
-            )
+            raise missing_checkpoint(path)
         return str(path)
     if cfg.get("resume") == "auto":
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
