@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_module
-from effnetv2.training.faults import read_checkpoint
+from effnetv2.checkpoint import read_checkpoint
 from train_runs import TINY, read_records, run_train, start_train, wait_for
 
 pytest_plugins = ["fixtures_data"]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from effnetv2.training.ema import EMAWeightAveraging, ema_decay
+from effnetv2.training.callbacks.ema import EMAWeightAveraging, ema_decay
 
 
 def test_decay_warms_up_as_the_official_rule() -> None:

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY_TRAINING, compose_config
+from effnetv2.checkpoint import read_training_checkpoint as load_checkpoint
 from effnetv2.errors import CheckpointError
-from effnetv2.training.evaluation import datamodule_for, evaluate, load_checkpoint, module_from_checkpoint
+from effnetv2.training.evaluation import datamodule_for, evaluate, module_from_checkpoint
 from effnetv2.training.pipeline import train
 
 TINY = [*TINY_TRAINING, "schedule=fixed", "trainer.limit_test_batches=3"]

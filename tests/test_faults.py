@@ -21,17 +21,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
+from effnetv2.checkpoint import AtomicCheckpointIO, read_checkpoint, save_atomically
 from effnetv2.errors import CheckpointError, ConfigError
-from effnetv2.training.faults import (
-    AtomicCheckpointIO,
-    CheckpointOnSignal,
-    LastCheckpoint,
-    NonFiniteLossError,
-    NonFiniteLossGuard,
-    TrainingInterrupted,
-    read_checkpoint,
-    save_atomically,
-)
+from effnetv2.training.callbacks.checkpoints import LastCheckpoint
+from effnetv2.training.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+from effnetv2.training.callbacks.preemption import CheckpointOnSignal, TrainingInterrupted
 from effnetv2.training.optim import RMSpropTF
 from train_runs import TINY, read_records, run_train, start_train, wait_for
 
@@ -137,7 +131,7 @@ def test_kill_9_while_saving_leaves_the_previous_checkpoint_intact(tmp_path) -> 
         f"""
         import time, torch
         from pathlib import Path
-        from effnetv2.training.faults import AtomicCheckpointIO
+        from effnetv2.checkpoint import AtomicCheckpointIO
 
         def slow_save(content, file, *args, **kwargs):
             file.write(b"PK\\x03\\x04" + bytes(100_000))
@@ -419,7 +413,7 @@ import signal, sys, time
 from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
-from effnetv2.training.faults import ignore_interrupts_in_worker
+from effnetv2.worker_signals import ignore_interrupts_in_worker
 
 class Slow(Dataset):
     def __len__(self):

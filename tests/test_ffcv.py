@@ -351,7 +351,7 @@ def test_skipped_image_keeps_validation_ids_aligned_with_the_beton(tmp_path: Pat
     """An undecodable file in the middle of the listing is left out of the beton: the samples and ids a
     role names (what val_predictions.csv and OOF files report) must be the images its loader reads."""
     from effnetv2.data.decode import read_image
-    from effnetv2.training.val_predictions import validation_samples
+    from effnetv2.training.callbacks.val_predictions import validation_samples
 
     rng = np.random.default_rng(5)
     root = tmp_path / "data"

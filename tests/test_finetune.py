@@ -26,7 +26,8 @@ from effnetv2.inference.oof import collect_out_of_fold, cv_scores
 from effnetv2.inference.predictor import predict_probabilities
 from effnetv2.inference.submission import write_submission
 from effnetv2.models import create_model
-from effnetv2.training.finetune import FreezeBackbone, NewHead, backbone_modules, parameter_groups
+from effnetv2.training.callbacks.finetune import FreezeBackbone, NewHead
+from effnetv2.training.finetune import backbone_modules, parameter_groups
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import train
 

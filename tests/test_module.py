@@ -15,11 +15,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import CONF_DIR, TINY_TRAINING
 from effnetv2.data.mixup import MixupCutmix
-from effnetv2.training.callbacks import ProgressiveLearning
-from effnetv2.training.ema import EMAWeightAveraging
+from effnetv2.training.callbacks.ema import EMAWeightAveraging
+from effnetv2.training.callbacks.progress_bar import StageProgressBar
+from effnetv2.training.callbacks.progressive import ProgressiveLearning
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import build_module, train
-from effnetv2.training.reporting import StageProgressBar
 
 B0 = {"_target_": "effnetv2.models.create_model", "name": "v2_b0", "drop_rate": 0.0, "drop_path_rate": 0.0}
 ADAMW = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.05}

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from conftest import TINY_TRAINING, compose_config
+from effnetv2.config import MONITOR_MODES
 from effnetv2.errors import ConfigError
-from effnetv2.training.module import MONITOR_MODES, ClassificationModule
+from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import train
 from train_runs import TINY, run_train
 

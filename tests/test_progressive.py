@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from effnetv2.config import register_resolvers
+from effnetv2.config import register_resolvers, scaled_size
 from effnetv2.errors import ConfigError
-from effnetv2.training.progressive import ProgressiveSchedule, scaled_size
+from effnetv2.training.progressive import ProgressiveSchedule
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -22,11 +22,11 @@ from effnetv2.data.mixup import MixupCutmix
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
 from effnetv2.models.blocks import Dropout
-from effnetv2.training.callbacks import ProgressiveLearning
+from effnetv2.training.callbacks.progressive import ProgressiveLearning
+from effnetv2.training.callbacks.reporting import StageReport
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import build_module, train
 from effnetv2.training.progressive import ProgressiveSchedule
-from effnetv2.training.reporting import StageReport
 
 pytest_plugins = ["fixtures_data"]
 torch.set_num_threads(1)

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from effnetv2.checkpoint import AtomicCheckpointIO, read_checkpoint
 from effnetv2.errors import CheckpointError
 from effnetv2.models import create_model
-from effnetv2.training.faults import AtomicCheckpointIO, read_checkpoint
 from train_runs import TINY, run_train, train_env
 
 

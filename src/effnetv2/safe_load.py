@@ -1,6 +1,6 @@
 """Reading torch files without running code they may hide: `torch.load(weights_only=True)`, with
 errors that name the file, what was refused and the fix. Weights files (`models/weights.py`) and
-training checkpoints (`training/faults.py`) both read through here."""
+training checkpoints (`effnetv2.checkpoint`) both read through here."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from effnetv2.data.decode import convert_channels, read_image
 from effnetv2.data.sources import SampleSet
 from effnetv2.data.transforms import EvalTransform, TrainTransform
 from effnetv2.errors import DataError
-from effnetv2.training.faults import ignore_interrupts_in_worker
+from effnetv2.worker_signals import ignore_interrupts_in_worker
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 The checkpoint holds everything needed: the model config and class names (module hyper-parameters),
 the data config (normalisation, crop, channels) and the evaluation size in force when it was saved.
-Reading and rebuilding is shared with `src/eval.py` (`training.evaluation`): safely (weights_only) and
-without the `pretrained` weights file, which inference neither needs nor may have.
+The checkpoint is read safely (weights_only, `effnetv2.checkpoint`) and the network rebuilt from its
+model config without the `pretrained` weights file, which inference neither needs nor may have.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from effnetv2.checkpoint import load_model_weights, read_training_checkpoint
 from effnetv2.errors import CheckpointError, ConfigError
-from effnetv2.training.evaluation import load_checkpoint, module_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,23 @@ def preprocessing_of(checkpoint: dict[str, Any], path: Path) -> Preprocessing:
     )
 
 
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
+    """The network of a train.py checkpoint: built from its model config, with its weights (with EMA
+    these are the averaged ones), strictly: every key must fit."""
+    hparams = checkpoint["hyper_parameters"]
+    config = {**hparams["model"], "pretrained": None}
+    model = instantiate(config, num_classes=hparams["num_classes"], in_chans=hparams["in_chans"])
+    return load_model_weights(model, checkpoint).eval()
+
+
 def load_classifier(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedClassifier:
-    """Rebuild the model of a train.py checkpoint and load its weights (strictly: every key must fit)."""
+    """Rebuild the model of a train.py checkpoint and load its weights, with its classes and preprocessing."""
     path = Path(path)
-    checkpoint = load_checkpoint(path)
-    module = module_from_checkpoint(checkpoint)
+    checkpoint = read_training_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
     class_names = hparams.get("class_names") or [str(i) for i in range(hparams["num_classes"])]
     return TrainedClassifier(
-        model=module.model.eval().to(device),
+        model=model_from_checkpoint(checkpoint).to(device),
         class_names=list(class_names),
         preprocessing=preprocessing_of(checkpoint, path),
         name=str(path),

@@ -1,6 +1,6 @@
 """Out-of-fold (OOF) predictions of a K-fold cross-validation and the CV score computed from them.
 
-Every fold's run writes `val_predictions.csv` (`effnetv2.training.val_predictions`): one row per
+Every fold's run writes `val_predictions.csv` (`effnetv2.training.callbacks.val_predictions`): one row per
 validation sample with its id, fold, the number of folds, the true class and one probability column
 per class. Over K folds every sample is validated exactly once, so the rows of all folds together
 are a prediction for every training sample by a model that never saw it.

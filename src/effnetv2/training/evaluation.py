@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from effnetv2.checkpoint import read_training_checkpoint
 from effnetv2.errors import CheckpointError, ConfigError
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.precision import resolve_precision
@@ -26,30 +26,6 @@ from effnetv2.training.precision import resolve_precision
 log = logging.getLogger(__name__)
 
 SPLITS = ("val", "test")
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a Lightning checkpoint of ClassificationModule safely (`weights_only=True`: no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; runs keep theirs in <run folder>/checkpoints/ "
-            "(the best one and last.ckpt)"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise CheckpointError(
-            f"cannot read {path} as a safe checkpoint ({str(error).splitlines()[0]}); "
-            "it may be truncated, not a checkpoint, or hold objects other than tensors and plain values"
-        ) from error
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    if not hparams or "model" not in hparams or "state_dict" not in checkpoint:
-        raise CheckpointError(
-            f"{path} is not a training checkpoint of this project (no model hyperparameters); "
-            "pass a .ckpt written by src/train.py"
-        )
-    return checkpoint
 
 
 def module_from_checkpoint(checkpoint: dict[str, Any]) -> ClassificationModule:
@@ -163,7 +139,7 @@ def run_eval(cfg: DictConfig) -> list[EvalResult]:
     """What `src/eval.py` runs: load, rebuild, evaluate every (size, split), print and save the table."""
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    checkpoint = read_training_checkpoint(cfg.ckpt_path)
     module = module_from_checkpoint(checkpoint)
     options = cfg.eval
     datamodule = datamodule_for(

@@ -13,8 +13,8 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from effnetv2.checkpoint import read_checkpoint
 from effnetv2.errors import ConfigError
-from effnetv2.training.faults import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,27 +102,6 @@ def resume_wandb_run(logger_cfg: DictConfig | None, ckpt_path: str | None) -> No
     if run_id:
         with open_dict(logger_cfg):
             logger_cfg.wandb.id = run_id
-
-
-class KeepWandbRunId(L.Callback):
-    """Keeps the id of the W&B run the training logs to in `<output_dir>/wandb_run_id` and in every
-    checkpoint, where `wandb_run_id_of_checkpoint` finds it when the training is resumed. The id is the
-    one W&B uses, read from the logger: a W&B sweep replaces a configured one by the agent's."""
-
-    def __init__(self, output_dir: str | Path) -> None:
-        self.output_dir = Path(output_dir)
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        logger = wandb_logger(trainer) if stage == "fit" else None
-        if logger is not None:
-            (self.output_dir / WANDB_RUN_ID).write_text(f"{logger.experiment.id}\n")
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        logger = wandb_logger(trainer)
-        if logger is not None:
-            checkpoint[WANDB_RUN_ID] = logger.experiment.id
 
 
 def wandb_logger(trainer: L.Trainer) -> WandbLogger | None:

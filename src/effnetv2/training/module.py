@@ -28,22 +28,15 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from effnetv2.checkpoint import check_checkpoint_fits
+from effnetv2.config import monitor_mode
 from effnetv2.data.balance import balanced_class_weights
 from effnetv2.data.mixup import MixupCutmix
 from effnetv2.errors import ConfigError
-from effnetv2.training.faults import check_checkpoint_fits
 from effnetv2.training.finetune import parameter_groups as finetune_parameter_groups
 from effnetv2.training.optim import lr_lambda, parameter_groups
 
-MONITOR_MODES = {"val/acc": "max", "val/loss": "min", "val/f1_macro": "max", "val/auroc": "max"}
 CLASS_WEIGHTS = (None, "balanced")
-
-
-def monitor_mode(monitor: str) -> str:
-    """ModelCheckpoint's mode for `module.monitor` (the `${monitor_mode:...}` resolver of the configs)."""
-    if monitor not in MONITOR_MODES:
-        raise ConfigError(f"module.monitor={monitor!r} is not one of {list(MONITOR_MODES)}")
-    return MONITOR_MODES[monitor]
 
 
 def _plain(config: Any) -> Any:
@@ -88,6 +81,22 @@ def allow_one_graph_per_size() -> None:
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(getattr(config, name), 64))
+
+
+def build_model(
+    config: dict, num_classes: int, in_chans: int, channels_last: bool, compile: bool, compile_backend: str
+) -> torch.nn.Module:
+    """The network of `config` (`model.*`), in channels-last memory format and compiled when asked."""
+    model = instantiate(config, num_classes=num_classes, in_chans=in_chans)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        # In place: checkpoints keep the plain `model.*` keys and load with or without compile.
+        # dynamic=False: one static graph per image size (a stage's size compiles once; without it
+        # the second size would make every size dynamic). Drop rates live in buffers, not guarded.
+        model.compile(dynamic=False, backend=compile_backend)
+        allow_one_graph_per_size()
+    return model
 
 
 class ClassificationModule(L.LightningModule):
@@ -141,35 +150,32 @@ class ClassificationModule(L.LightningModule):
             ),
             logger=False,  # the pipeline logs the whole run config, these values included
         )
-        self.model = instantiate(model, num_classes=num_classes, in_chans=in_chans)
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        if compile:
-            # In place: checkpoints keep the plain `model.*` keys and load with or without compile.
-            # dynamic=False: one static graph per image size (a stage's size compiles once; without it
-            # the second size would make every size dynamic). Drop rates live in buffers, not guarded.
-            self.model.compile(dynamic=False, backend=compile_backend)
-            allow_one_graph_per_size()
+        self.model = build_model(model, num_classes, in_chans, channels_last, compile, compile_backend)
         self.mixup = MixupCutmix(
             num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=label_smoothing
         )
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
-        with_auroc = monitor == "val/auroc"
-        self.val_auroc = MulticlassAUROC(num_classes, average="macro") if with_auroc else None
-        self.test_auroc = MulticlassAUROC(num_classes, average="macro") if with_auroc else None
         # module.class_weights=balanced: set in `setup` from the train split's labels; not in checkpoints
         self.register_buffer("class_weight", None, persistent=False)
-        self.test_acc_per_class = MulticlassAccuracy(num_classes, average=None)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._add_metrics(num_classes, with_auroc=monitor == "val/auroc")
         self._epoch_start: float | None = None
         self._epoch_images = 0
         self._epoch_image_size: int | None = None
+
+    def _add_metrics(self, num_classes: int, with_auroc: bool) -> None:
+        """Accuracy, top-5 and macro-F1 for train/val/test; per-class accuracy and the confusion matrix
+        for the test; macro AUROC only when monitored (it keeps every probability until the epoch ends)."""
+        top5 = min(5, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.val_auroc = MulticlassAUROC(num_classes, average="macro") if with_auroc else None
+        self.test_auroc = MulticlassAUROC(num_classes, average="macro") if with_auroc else None
+        self.test_acc_per_class = MulticlassAccuracy(num_classes, average=None)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     # Setters used by progressive learning -------------------------------------------------------
     def set_mixup_alpha(self, alpha: float) -> None:

@@ -15,12 +15,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from effnetv2.errors import CheckpointError
+from effnetv2.checkpoint import AtomicCheckpointIO, missing_checkpoint
 from effnetv2.models.summary import format_summary, model_summary
+from effnetv2.target_aliases import current_target
+from effnetv2.training.callbacks.wandb_run import KeepWandbRunId
 from effnetv2.training.distributed import collective_timeout_error, end_other_ranks, is_collective_timeout
-from effnetv2.training.faults import AtomicCheckpointIO
 from effnetv2.training.loggers import (
-    KeepWandbRunId,
     finish_wandb,
     prepare_logger_configs,
     resume_wandb_run,
@@ -33,11 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers)."""
+    """Instantiate every entry of a config group that has a `_target_` (callbacks, loggers); a `_target_`
+    of an earlier layout names the class where it lives now (`effnetv2.target_aliases`)."""
     if not group:
         return []
     return [
-        instantiate(entry)
+        instantiate(entry, _target_=current_target(entry._target_))
         for entry in group.values()
         if isinstance(entry, DictConfig) and "_target_" in entry
     ]
@@ -48,10 +49,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
-            raise CheckpointError(
-                f"ckpt_path={cfg.ckpt_path} does not exist; pass the path of a .ckpt file "
-                "(runs keep them in <run folder>/checkpoints/) or drop the override"
-            )
+            raise missing_checkpoint(path)
         return str(path)
     if cfg.get("resume") == "auto":
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -86,6 +84,39 @@ def log_run_config(trainer: L.Trainer, cfg: DictConfig) -> None:
         )
 
 
+def build_trainer(cfg: DictConfig, output_dir: Path, ckpt_path: str | None) -> L.Trainer:
+    """The Trainer of `cfg.trainer` with the run's callbacks and loggers; a resumed training logs on
+    into its W&B run."""
+    callbacks = [*instantiate_group(cfg.get("callbacks")), KeepWandbRunId(output_dir)]
+    logger_cfg = prepare_logger_configs(cfg.get("logger"))
+    resume_wandb_run(logger_cfg, ckpt_path)
+    loggers = instantiate_group(logger_cfg)
+    # AtomicCheckpointIO: a kill while saving never truncates last.ckpt; checkpoints load weights_only.
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    log_run_config(trainer, cfg)
+    return trainer
+
+
+def run_final_test(
+    trainer: L.Trainer, module: ClassificationModule, datamodule: L.LightningDataModule, output_dir: Path
+) -> dict[str, float]:
+    """Test metrics of the best checkpoint (of the weights in memory without one); rank 0 also writes
+    the test confusion matrix."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        log.info("Testing the best checkpoint: %s", best)
+    test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+    if trainer.is_global_zero:
+        torch.save(module.test_confusion_matrix, output_dir / "confusion_matrix.pt")
+    return {k: float(v) for k, v in test_results[0].items()} if test_results else {}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns the final metrics and writes them to the run folder."""
     if cfg.get("torch_threads"):
@@ -106,19 +137,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logging.getLogger("effnetv2").setLevel(logging.WARNING)
 
     ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
-    callbacks = [*instantiate_group(cfg.get("callbacks")), KeepWandbRunId(output_dir)]
-    logger_cfg = prepare_logger_configs(cfg.get("logger"))
-    resume_wandb_run(logger_cfg, ckpt_path)  # a resumed training logs on into its W&B run
-    loggers = instantiate_group(logger_cfg)
-    # AtomicCheckpointIO: a kill while saving never truncates last.ckpt; checkpoints load weights_only.
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        precision=resolve_precision(cfg.trainer.get("precision", "32-true")),
-        callbacks=callbacks,
-        logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
-    )
-    log_run_config(trainer, cfg)
+    trainer = build_trainer(cfg, output_dir, ckpt_path)
 
     try:
         if cfg.get("train", True):
@@ -137,13 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 datamodule.name,
             )
         elif cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            if best:
-                log.info("Testing the best checkpoint: %s", best)
-            test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-            metrics.update({k: float(v) for k, v in test_results[0].items()} if test_results else {})
-            if trainer.is_global_zero:
-                torch.save(module.test_confusion_matrix, output_dir / "confusion_matrix.pt")
+            metrics.update(run_final_test(trainer, module, datamodule, output_dir))
     finally:
         finish_wandb()
 

@@ -3,8 +3,8 @@
 Training of `max_epochs` epochs is split into `num_stages` stages. Each stage trains with its own image
 size and regularization strength, both interpolated linearly between a first and a last value: small
 images with weak regularization early, large images with strong regularization late. This module only
-computes the values; `effnetv2.training.callbacks.ProgressiveLearning` applies them to the data and
-the model during training.
+computes the values; `effnetv2.training.callbacks.progressive.ProgressiveLearning` applies them to the
+data and the model during training.
 
 Two interpolation rules are supported, because the paper and the official code differ:
 
@@ -19,10 +19,10 @@ One stage (`num_stages: 1`) means training at the last values throughout: the `f
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from effnetv2.config import round_to_multiple
 from effnetv2.errors import ConfigError
 
 INTERPOLATIONS = ("paper", "official")
@@ -39,19 +39,6 @@ class StageValues:
     dropout: float
     cutmix_alpha: float | None = None
     drop_path_rate: float | None = None
-
-
-def round_to_multiple(value: float, multiple: int) -> int:
-    """Nearest multiple of `multiple` (halves round up), never below `multiple`."""
-    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
-
-
-def scaled_size(size: int, factor: float, multiple: int = 8, minimum: int = 0) -> int:
-    """`size * factor` rounded to a multiple, at least `minimum` (but never above `size`): the
-    OmegaConf resolver `${scaled_size:...}` behind `conf/schedule/progressive.yaml`, which derives the
-    first stage's size from the data's native size."""
-    scaled = max(round_to_multiple(float(size) * float(factor), int(multiple)), int(minimum))
-    return min(scaled, int(size))
 
 
 def _pair(name: str, value: Any, optional: bool = False) -> tuple[float, float] | None:

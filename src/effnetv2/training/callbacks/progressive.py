@@ -217,3 +217,16 @@ def describe_values(values: StageValues) -> str:
     if values.drop_path_rate is not None:
         parts.append(f"drop-path {values.drop_path_rate:.3g}")
     return ", ".join(parts)
+
+
+def find_progressive(trainer: L.Trainer) -> ProgressiveLearning | None:
+    """The run's progressive-learning callback, if it has one."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, ProgressiveLearning)), None)
+
+
+def current_stage(trainer: L.Trainer) -> tuple[StageValues | None, int]:
+    """The stage values in force (None without progressive learning) and the number of stages."""
+    progressive = find_progressive(trainer)
+    if progressive is None:
+        return None, 1
+    return progressive.applied, progressive.schedule.num_stages
