@@ -40,7 +40,7 @@ def test_checkpoint_describes_model_data_and_eval_size(trained_run) -> None:
     checkpoint = load_checkpoint(best)  # weights_only=True
     hparams = checkpoint["hyper_parameters"]
     assert hparams["model"]["name"] == "v2_b0" and hparams["num_classes"] == 10 and hparams["in_chans"] == 1
-    assert hparams["data"]["source"] == "fashion_mnist" and hparams["data"]["subset"] == 64
+    assert hparams["data"]["source"]["_target_"].endswith("FashionMNIST") and hparams["data"]["subset"] == 64
     assert len(hparams["class_names"]) == 10
     assert checkpoint["eval_size"] == 32
 
