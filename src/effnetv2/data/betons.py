@@ -75,14 +75,19 @@ def estimate_beton(
 ) -> tuple[float, float]:
     """(bytes, seconds) a beton of `samples` is expected to take, from up to 24 evenly spaced
     images: each is decoded, capped at max_resolution and stored raw or as JPEG (as FFCV's writer
-    does); the writer's processes share the time."""
+    does); the writer's processes share the time. An image that does not decode is passed over
+    here: the writer's check names it (or skips it with data.on_bad_image=skip)."""
     picks = np.linspace(0, len(samples) - 1, num=min(_SAMPLE, len(samples))).astype(int)
     sizes, start = [], time.perf_counter()
     for index in picks:
-        if samples.images is not None:
-            image = convert_channels(samples.images[index], 3)
-        else:
-            image = read_image(samples.paths[index], 3)
+        try:
+            image = (
+                convert_channels(samples.images[index], 3)
+                if samples.images is not None
+                else read_image(samples.paths[index], 3)
+            )
+        except DataError:
+            continue
         longest = max(image.shape[:2])
         if max_resolution is not None and longest > max_resolution:
             scale = max_resolution / longest
@@ -93,7 +98,8 @@ def estimate_beton(
             sizes.append(len(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1]))
     per_image = (time.perf_counter() - start) / len(picks)
     # the writer decodes each image twice: once to check it, once to write it
-    return float(np.mean(sizes)) * len(samples), 2 * per_image * len(samples) / max(1, num_workers)
+    per_sample = float(np.mean(sizes)) if sizes else 0.0
+    return per_sample * len(samples), 2 * per_image * len(samples) / max(1, num_workers)
 
 
 def announce_beton(beton: Path, count: int, size_bytes: float, seconds: float) -> str:

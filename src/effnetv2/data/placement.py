@@ -25,7 +25,7 @@ def placement(trainer: Any) -> Placement:
         module = getattr(trainer, "lightning_module", None)
         return Placement(
             world_size=trainer.world_size,
-            rank=trainer.global_rank,
+            rank=getattr(trainer, "global_rank", 0),
             distributed=trainer.world_size > 1,
             device=strategy.root_device if strategy is not None else torch.device("cpu"),
             channels_last=bool(getattr(module, "hparams", {}).get("channels_last", False)),
