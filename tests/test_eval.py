@@ -74,7 +74,7 @@ def test_eval_at_several_sizes_and_splits(trained_run) -> None:
         loader = datamodule.val_dataloader() if result.split == "val" else datamodule.test_dataloader()
         images, labels = next(iter(loader))  # val: all of it; test: the one batch evaluate() saw
         with torch.no_grad():
-            top5 = module.eval()(images).topk(5, dim=1).indices
+            top5 = module.eval()(datamodule.normalize(images)).topk(5, dim=1).indices  # loaders give uint8
         assert result.top1 == pytest.approx((top5[:, 0] == labels).float().mean().item(), abs=1e-6)
         assert result.top5 == pytest.approx((top5 == labels[:, None]).any(1).float().mean().item(), abs=1e-6)
     assert {r.images for r in results if r.split == "test"} == {16}  # one batch (limit_test_batches=1)
