@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from effnetv2.data.randaugment import OPERATIONS, RandAugment
-from effnetv2.data.transforms import EvalTransform, TrainTransform, strict
+from effnetv2.data.transforms import Augmentation, EvalTransform, TrainTransform, strict
 from effnetv2.errors import ConfigError
 
 GEOMETRIC_AND_COLOUR = [name for name in OPERATIONS if name not in ("Identity", "AutoContrast", "Equalize")]
@@ -99,7 +99,7 @@ def test_randaugment_at_high_magnitude_changes_images() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_train_transform_follows_set_size(channels: int) -> None:
-    transform = TrainTransform(32, crop_scale=(0.5, 1.0), randaug_magnitude=10, seed=0)
+    transform = TrainTransform(32, Augmentation(crop_scale=(0.5, 1.0)), randaug_magnitude=10, seed=0)
     image = natural_like(channels, size=28)
     assert transform(image).shape == (32, 32, channels)
     transform.set_size(48)

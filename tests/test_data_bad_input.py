@@ -250,6 +250,6 @@ def test_decode_failure_in_a_worker_reaches_the_main_process_as_data_error(tiny_
         image_size=16,
     )
     datamodule.setup("fit")
-    datamodule._split("train").paths[3].write_bytes(b"")
+    datamodule.roles.scanned("train").paths[3].write_bytes(b"")
     with pytest.raises(DataError, match="cannot decode image .*3.png: empty file"):
         next(iter(datamodule.train_dataloader()))

@@ -120,7 +120,7 @@ def test_eval_loader_matches_the_files_in_order(colour_folder: Path) -> None:
     datamodule.setup("test")
     images, labels = next(iter(datamodule.test_dataloader()))
     images = datamodule.normalize(images)
-    first = datamodule._split("test").paths[0]
+    first = datamodule.roles.scanned("test").paths[0]
     from effnetv2.data.decode import read_image
 
     expected = (torch.from_numpy(read_image(first, 3)).permute(2, 0, 1).float() / 255 - 0.5) / 0.25

@@ -42,7 +42,9 @@ def test_config_entries_reach_the_train_pipeline_after_randaugment(tmp_path: Pat
     overrides = ["data.extra_transforms=[{_target_: albumentations.GaussNoise, p: 0.2}]", "data.subset=20"]
     cfg = compose_config("train", overrides, tmp_path)
     datamodule = instantiate(cfg.data)
-    assert datamodule.extra_transforms == [{"_target_": "albumentations.GaussNoise", "p": 0.2}]
+    assert list(datamodule.augmentation.extra_transforms) == [
+        {"_target_": "albumentations.GaussNoise", "p": 0.2}
+    ]
     steps = datamodule._train_transform().pipeline.transforms
     expected = [A.RandomResizedCrop, A.HorizontalFlip, RandAugment, A.GaussNoise]
     assert [type(step) for step in steps] == expected

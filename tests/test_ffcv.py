@@ -18,13 +18,15 @@ import pytest
 import torch
 
 from conftest import require
+from effnetv2.data.betons import info_path
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
+from effnetv2.data.settings import Betons
 from effnetv2.data.sources import FASHION_MNIST_ROOT, ImageFolder
 from effnetv2.errors import DataError
 
 try:
-    from effnetv2.data import ffcv_loader
+    from effnetv2.data import ffcv_loader, ffcv_writer
 except DataError as error:
     require(False, f"FFCV cannot be imported: {error}")
 
@@ -77,12 +79,11 @@ def magnitude_spy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_labels_round_trip_exactly_through_a_beton(colour_folder: Path, tmp_path: Path) -> None:
     samples = ImageFolder(colour_folder).load("train")
     beton = tmp_path / "train.beton"
-    count = ffcv_loader.write_beton(
-        samples, beton, {"note": "test"}, None, 90, "raw", num_workers=2, on_bad_image="error"
-    )
+    settings = Betons(beton_max_resolution=None, beton_jpeg_quality=90, beton_write_mode="raw")
+    count = ffcv_writer.write_beton(samples, beton, {"note": "test"}, settings, 2, on_bad_image="error")
     assert count == len(samples)
     assert np.array_equal(ffcv_loader.beton_labels(beton), samples.labels)
-    info = json.loads(ffcv_loader.info_path(beton).read_text())
+    info = json.loads(info_path(beton).read_text())
     assert info["num_samples"] == len(samples) and info["skipped"] == 0 and info["note"] == "test"
     loader = ffcv_loader.FFCVLoader(beton, np.arange(len(samples)), 16, 1, False, 32)
     loaded = torch.cat([labels for _, labels in loader])
@@ -178,6 +179,7 @@ from effnetv2.data.ffcv_loader import (
     Loader, RandAugmentOp, RandomHorizontalFlip, RandomResizedCropRGBImageDecoder, ToTensor, image_pipeline,
 )
 from effnetv2.data.randaugment import RandAugment
+from effnetv2.data.settings import Betons
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 print("imported", flush=True)
 decoder = RandomResizedCropRGBImageDecoder((32, 32))
@@ -277,7 +279,7 @@ def test_write_reports_undecodable_images(tiny_folder: Path, tmp_path: Path) -> 
         loader="ffcv", beton_dir=str(tmp_path), on_bad_image="skip", **options, **COLOUR
     )
     assert skipping.write_betons() == {"train": tmp_path / "tiny_train.beton"}
-    info = json.loads(ffcv_loader.info_path(tmp_path / "tiny_train.beton").read_text())
+    info = json.loads(info_path(tmp_path / "tiny_train.beton").read_text())
     assert (info["num_samples"], info["skipped"]) == (12, 1)
 
 

@@ -202,7 +202,7 @@ def test_freezing_without_the_backbone_in_the_optimizer_is_refused(tiny_folder) 
 
 def test_finetune_experiment_composes_the_transfer_recipe(compose_train, tmp_path) -> None:
     cfg = compose_train(["experiment=finetune", "data.root=/images", "model.pretrained=/weights.ckpt"])
-    assert cfg.data.source == "image_folder" and cfg.model.pretrained == "/weights.ckpt"
+    assert cfg.data.source._target_.endswith("ImageFolder") and cfg.model.pretrained == "/weights.ckpt"
     assert cfg.optimizer.weight_decay == 0.0 and cfg.optimizer.backbone_lr_scale < 1
     assert cfg.lr_scheduler.name == "cosine"
     assert cfg.callbacks.freeze_backbone.epochs >= 1

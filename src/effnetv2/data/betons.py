@@ -1,5 +1,6 @@
 """Bookkeeping of .beton files, without importing FFCV: which loader runs, whether a beton still
-matches its source, what writing one will cost, and that only one process writes it.
+matches its source, what writing one will cost, and that only one process writes it. `BetonStore`
+holds a data set's betons; `ffcv_writer` writes them, `ffcv_loader` reads them (both import FFCV).
 
 A beton is reused while its source is unchanged: the fingerprint covers every file's path, size
 and modification time (or the pixels of in-memory data) plus the labels; the write settings are
@@ -10,16 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from effnetv2.data.decode import convert_channels, read_image
-from effnetv2.data.sources import SampleSet
+from effnetv2.data.samples import DataSource, SampleSet
+from effnetv2.data.settings import Betons
 from effnetv2.errors import DataError
 
 try:
@@ -35,8 +39,13 @@ _HUGE_BYTES = 20e9
 _HUGE_SECONDS = 3600.0
 
 
-def choose_loader(requested: str) -> tuple[str, str]:
-    """(loader, why) for data.loader: `auto` is FFCV where it imports, torch otherwise."""
+def choose_loader(requested: str, sampler: str = "random") -> tuple[str, str]:
+    """(loader, why) for data.loader: `auto` is FFCV where it imports (and the sampler is not the
+    balanced one, which needs torch), torch otherwise. `ffcv` fails now, with install advice, without FFCV."""
+    if requested == "auto" and sampler == "balanced":
+        return "torch", "data.loader=auto and data.sampler=balanced needs the torch loader"
+    if requested == "ffcv":
+        import effnetv2.data.ffcv_loader  # noqa: F401  (imports ffcv)
     if requested != "auto":
         return requested, f"data.loader={requested}"
     try:
@@ -130,3 +139,118 @@ def beton_lock(beton_dir: Path, name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def info_path(beton: Path) -> Path:
+    """Where a beton's description (what it was written from, with which settings) is stored."""
+    return beton.with_name(beton.name + ".json")
+
+
+def read_info(beton: Path) -> dict[str, Any] | None:
+    path = info_path(beton)
+    return json.loads(path.read_text()) if path.is_file() and beton.is_file() else None
+
+
+class BetonStore:
+    """A data set's .beton files (one per split, `<beton_dir>/<name>_<split>.beton`): whether each
+    still matches its source and settings, its labels and listing, and writing them."""
+
+    def __init__(
+        self, settings: Betons, name: str, source: DataSource, samples: Callable[[str], SampleSet | None]
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.source = source
+        self._samples = samples  # the source's samples of a split (the datamodule scans each once)
+        self._fingerprints: dict[str, str | None] = {}
+
+    def path(self, split: str) -> Path:
+        return Path(self.settings.beton_dir) / f"{self.name}_{split}.beton"
+
+    def _info(self, split: str) -> dict[str, Any]:
+        """What a split's beton is written from and how: compared with the stored info before reuse."""
+        return {
+            **self.source.describe(),
+            "class_names": self.source.class_names,
+            "source_fingerprint": self._fingerprint(split),
+            "max_resolution": self.settings.beton_max_resolution,
+            "jpeg_quality": self.settings.beton_jpeg_quality,
+            "write_mode": self.settings.beton_write_mode,
+        }
+
+    def _fingerprint(self, split: str) -> str | None:
+        """The split's source fingerprint, computed once (it stats every file)."""
+        if split not in self._fingerprints:
+            samples = self._samples(split)
+            self._fingerprints[split] = source_fingerprint(samples) if samples is not None else None
+        return self._fingerprints[split]
+
+    def is_current(self, split: str) -> bool:
+        info = read_info(self.path(split))
+        return info is not None and all(info.get(key) == value for key, value in self._info(split).items())
+
+    def checked(self, split: str) -> Path:
+        beton = self.path(split)
+        if not self.is_current(split):
+            raise DataError(
+                f"{beton} is missing or was written from other data or settings. Write it with "
+                f"`python src/prepare_data.py data={self.name}` (Lightning's prepare_data also does)."
+            )
+        return beton
+
+    def labels(self, split: str) -> np.ndarray:
+        from effnetv2.data.ffcv_loader import beton_labels
+
+        return beton_labels(self.checked(split))
+
+    def listed(self, split: str) -> SampleSet | None:
+        """The source's samples of `split` less the files the beton left out (unreadable ones), so
+        index i names the image the beton holds at i."""
+        samples = self._samples(split)
+        if samples is None or samples.paths is None:
+            return samples
+        info = read_info(self.checked(split)) or {}
+        skipped = set(info.get("skipped_files", []))
+        kept = np.array([i for i, path in enumerate(samples.paths) if str(path) not in skipped], np.int64)
+        if len(kept) != info.get("num_samples"):
+            raise DataError(
+                f"{self.path(split)} holds {info.get('num_samples')} samples, the source lists "
+                f"{len(kept)} of them: rewrite it with `python src/prepare_data.py data={self.name}`"
+            )
+        return samples.subset(kept) if skipped else samples
+
+    def write(self, overwrite: bool, num_workers: int, on_bad_image: str) -> dict[str, Path]:
+        """Write one .beton per split of the source (missing or stale ones unless `overwrite`).
+
+        One process at a time (a file lock): Lightning calls prepare_data on rank 0 while the other
+        ranks wait; a process that waited for the lock finds the betons current and reuses them.
+        """
+        from effnetv2.data.ffcv_writer import write_beton
+
+        written = {}
+        settings = self.settings
+        with beton_lock(Path(settings.beton_dir), self.name):
+            for split in ("train", "val", "test"):
+                beton = self.path(split)
+                samples = self._samples(split)
+                if samples is None or (not overwrite and self.is_current(split)):
+                    continue
+                size, seconds = estimate_beton(
+                    samples,
+                    settings.beton_max_resolution,
+                    settings.beton_write_mode,
+                    settings.beton_jpeg_quality,
+                    num_workers,
+                )
+                log.warning(announce_beton(beton, len(samples), size, seconds))
+                count = write_beton(
+                    samples,
+                    beton,
+                    self._info(split),
+                    settings,
+                    num_workers=num_workers,
+                    on_bad_image=on_bad_image,
+                )
+                log.info("wrote %d of %d %s samples to %s", count, len(samples), split, beton)
+                written[split] = beton
+        return written

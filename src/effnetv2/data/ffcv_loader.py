@@ -1,7 +1,7 @@
-"""The FFCV path: write a .beton from any source, load it with progressive-learning setters.
+"""The FFCV path, reading: load a .beton (written by `ffcv_writer`) with progressive-learning setters.
 
-Import this module only when `data.loader=ffcv`: it imports ffcv, an install extra. Traps it
-handles (../shared/DESIGN.md section 5):
+Import this module only when `data.loader=ffcv`: it imports ffcv, an install extra, and fails with
+install advice without it (`ffcv_writer` takes its FFCV names from here for that reason). Traps it handles:
 - `import ffcv` and every `iter(Loader)` set torch's thread count; we restore it.
 - ffcv#396: `Loader()` loops forever when a compiled (numba) operation follows a plain-Python
   one. `image_pipeline` puts every compiled operation before the first Python one.
@@ -19,15 +19,12 @@ handles (../shared/DESIGN.md section 5):
 from __future__ import annotations
 
 import atexit
-import json
 import logging
-import os
 import queue
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +32,8 @@ import albumentations as A
 import numpy as np
 import torch
 
-from effnetv2.data.decode import convert_channels, read_image
 from effnetv2.data.randaugment import RandAugment
-from effnetv2.data.sources import SampleSet, settle_bad_inputs
-from effnetv2.data.torch_loader import single_threaded_opencv
+from effnetv2.data.transforms import Augmentation
 from effnetv2.errors import DataError
 
 INSTALL_HINT = (
@@ -50,7 +45,7 @@ INSTALL_HINT = (
 
 _threads = torch.get_num_threads()
 try:
-    from ffcv.fields import IntField, RGBImageField
+    from ffcv.fields import IntField, RGBImageField  # noqa: F401  (for ffcv_writer, under this check)
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
@@ -60,7 +55,7 @@ try:
     from ffcv.pipeline.state import State
     from ffcv.reader import Reader
     from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
-    from ffcv.writer import DatasetWriter
+    from ffcv.writer import DatasetWriter  # noqa: F401  (for ffcv_writer)
 except ImportError as error:
     raise DataError(f"{INSTALL_HINT} (import failed: {error})") from error
 finally:
@@ -82,106 +77,7 @@ def _close_open_epochs() -> None:
         epoch.join(_JOIN_SECONDS)
 
 
-# Writing ---------------------------------------------------------------------------------------
-
-
-class _RGBSamples:
-    """Indexable (RGB uint8 image, label) view of a SampleSet, the input DatasetWriter expects."""
-
-    def __init__(self, samples: SampleSet) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        if self.samples.images is not None:
-            image = convert_channels(self.samples.images[index], 3)
-        else:
-            image = read_image(self.samples.paths[index], 3)
-        return image, int(self.samples.labels[index])
-
-
-def _decode_problem(path: Path) -> str | None:
-    try:
-        read_image(path, 3)
-    except DataError as error:
-        return str(error)
-    return None
-
-
-def readable_samples(samples: SampleSet, on_bad_image: str, num_workers: int) -> SampleSet:
-    """Decode every file once and keep the readable ones (a beton cannot skip a sample later).
-
-    FFCV's writer waits forever when a worker fails, so nothing unreadable may reach it.
-    """
-    if samples.paths is None:
-        return samples
-    from tqdm import tqdm
-
-    with Pool(max(1, num_workers)) as pool:
-        problems = list(
-            tqdm(
-                pool.imap(_decode_problem, samples.paths, chunksize=64),
-                total=len(samples),
-                desc="checking images",
-            )
-        )
-    bad = [(str(path), problem) for path, problem in zip(samples.paths, problems) if problem is not None]
-    settle_bad_inputs(bad, on_bad_image, "images that do not decode")
-    return samples.subset(
-        np.array([i for i, problem in enumerate(problems) if problem is None], dtype=np.int64)
-    )
-
-
-def info_path(beton: Path) -> Path:
-    """Where a beton's description (what it was written from, with which settings) is stored."""
-    return beton.with_name(beton.name + ".json")
-
-
-def read_info(beton: Path) -> dict[str, Any] | None:
-    path = info_path(beton)
-    return json.loads(path.read_text()) if path.is_file() and beton.is_file() else None
-
-
-def write_beton(
-    samples: SampleSet,
-    beton: Path,
-    info: dict[str, Any],
-    max_resolution: int | None,
-    jpeg_quality: int,
-    write_mode: str,
-    num_workers: int,
-    on_bad_image: str,
-) -> int:
-    """Write `samples` to `beton` (images as RGB, labels as ints) and `info` beside it; returns the count.
-
-    Written to a temporary name and renamed, so an interrupted run leaves no half-written file.
-    """
-    single_threaded_opencv()  # the image check and DatasetWriter fork processes that run cv2
-    readable = readable_samples(samples, on_bad_image, num_workers)
-    beton.parent.mkdir(parents=True, exist_ok=True)
-    partial = beton.with_name(beton.name + ".partial")
-    fields = {
-        "image": RGBImageField(
-            write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality
-        ),
-        "label": IntField(),
-    }
-    threads = torch.get_num_threads()
-    try:
-        DatasetWriter(str(partial), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
-            _RGBSamples(readable)
-        )
-    finally:
-        torch.set_num_threads(threads)
-    os.replace(partial, beton)
-    kept = set(readable.paths or ())
-    skipped_files = [str(path) for path in samples.paths or () if path not in kept]
-    info = {**info, "num_samples": len(readable), "skipped": len(samples) - len(readable)}
-    info["skipped_files"] = skipped_files  # the datamodule drops them from the listing: indices align
-    info_path(beton).write_text(json.dumps(info, indent=2))
-    return len(readable)
+# Reading ---------------------------------------------------------------------------------------
 
 
 def beton_labels(beton: Path) -> np.ndarray:
@@ -287,8 +183,8 @@ class FFCVLoader:
     """An FFCV Loader over `indices` of a beton, yielding (uint8 N x 3 x H x W on `device`, int64 N)
     batches (grayscale data keeps its first channel when normalised).
 
-    Train: random-resized crop to the current size, flip, RandAugment at the current magnitude, then
-    `extra_transforms` (keeping the size).
+    Train: random-resized crop to the current size, flip, RandAugment at the current magnitude (the
+    shared `randaugment`), then the extra transforms (keeping the size), as `augmentation` says.
     Eval: centre crop of crop_pct of the shorter side, resized to the current size.
     """
 
@@ -302,30 +198,27 @@ class FFCVLoader:
         image_size: int,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
-        crop_scale: Sequence[float] = (0.08, 1.0),
-        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
-        crop_pct: float = 0.875,
-        hflip: bool = True,
+        augmentation: Augmentation | None = None,
         randaugment: RandAugment | None = None,
-        extra_transforms: Sequence[A.BasicTransform] = (),
         distributed: bool = False,
         seed: int = 0,
     ) -> None:
+        augmentation = augmentation or Augmentation()
         size = (image_size, image_size)
         compiled: list[Operation] = []
         python: list[Operation] = []
         if train:
             self.decoder = RandomResizedCropRGBImageDecoder(
-                size, scale=tuple(crop_scale), ratio=tuple(crop_ratio)
+                size, scale=augmentation.crop_scale, ratio=augmentation.crop_ratio
             )
-            if hflip:
+            if augmentation.hflip:
                 compiled.append(RandomHorizontalFlip())
             if randaugment is not None and randaugment.num_ops > 0:
                 python.append(RandAugmentOp(randaugment, num_workers))
-            if extra_transforms:  # data.extra_transforms, after RandAugment as on the torch path
-                python.append(RandAugmentOp(A.Compose(list(extra_transforms), seed=seed), num_workers))
+            if augmentation.extra_transforms:  # after RandAugment as on the torch path
+                python.append(RandAugmentOp(A.Compose(augmentation.extra(), seed=seed), num_workers))
         else:
-            self.decoder = CenterCropRGBImageDecoder(size, ratio=crop_pct)
+            self.decoder = CenterCropRGBImageDecoder(size, ratio=augmentation.crop_pct)
         pipelines = {
             "image": image_pipeline(self.decoder, compiled, python, torch.device(device), channels_last),
             "label": [IntDecoder(), ToTensor(), Squeeze(1)],

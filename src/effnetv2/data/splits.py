@@ -1,4 +1,5 @@
-"""Stratified, seeded index splits over a label array: train/val, K-fold (also by groups) and subsets.
+"""Stratified, seeded index splits over a label array: train/val, K-fold (also by groups) and subsets,
+and the data module's plan of which samples train and which validate.
 
 Pure functions of (labels, seed): the same seed always gives the same split, so a run can be
 repeated and K folds of a cross-validation never overlap.
@@ -6,9 +7,15 @@ repeated and K folds of a cross-validation never overlap.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import numpy as np
 
+from effnetv2.data.settings import Splits
 from effnetv2.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 def _class_members(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -146,3 +153,61 @@ def check_groups_apart(groups: np.ndarray, train: np.ndarray, val: np.ndarray) -
             f"{len(shared)} groups of data.group_column have samples in both train and val, e.g. "
             f"{shared[:5].tolist()}: fix data.fold_column, or drop it to make group folds"
         )
+
+
+Plan = dict[str, tuple[str, np.ndarray]]  # role ("train", "val") -> (split, indices into it)
+
+
+def plan_roles(
+    settings: Splits,
+    labels: Callable[[str], np.ndarray | None],
+    folds: np.ndarray | None,
+    groups: np.ndarray | None,
+) -> tuple[Plan, int]:
+    """Which split's samples, and which indices of it, train and validate; and the number of folds
+    (data.fold_column's own when set). `labels(split)` is None for a split the data set lacks.
+
+    Validation, in order of precedence: fold `fold` of the CSV's own folds (data.fold_column); fold
+    `fold` of a stratified K-fold when num_folds > 1; an explicit val split (image_folder's root/val);
+    a stratified `val_fraction` of train; otherwise the (labeled) test split. With a CSV group_column,
+    K-fold and the val_fraction split keep every group on one side (the val_fraction split is fold 0
+    of round(1 / val_fraction) group folds). `subset` first draws a stratified subset of train.
+    """
+    train_labels = labels("train")
+    pool = np.arange(len(train_labels))
+    if settings.subset is not None:
+        pool = stratified_subset(train_labels, settings.subset, settings.seed)
+    fold, seed = settings.fold, settings.seed
+    if folds is not None:
+        num_folds = column_fold_count(folds, settings.num_folds, fold)
+        train, val = pool[folds[pool] != fold], pool[folds[pool] == fold]
+        if groups is not None:
+            check_groups_apart(groups, train, val)
+        log.info("validation: fold %d of the %d in data.fold_column", fold, num_folds)
+        return {"train": ("train", train), "val": ("train", val)}, num_folds
+    pool_labels, pool_groups = train_labels[pool], groups[pool] if groups is not None else None
+    if settings.num_folds > 1:
+        if pool_groups is not None:
+            train, val = stratified_group_kfold(pool_labels, pool_groups, settings.num_folds, fold, seed)
+        else:
+            train, val = stratified_kfold(pool_labels, settings.num_folds, fold, seed)
+        log.info("validation: fold %d of %d", fold, settings.num_folds)
+        return {"train": ("train", pool[train]), "val": ("train", pool[val])}, settings.num_folds
+    if (val_labels := labels("val")) is not None:
+        log.info("validation: the data set's val split")
+        return {"train": ("train", pool), "val": ("val", np.arange(len(val_labels)))}, settings.num_folds
+    if settings.val_fraction > 0:
+        if pool_groups is not None:
+            num_folds = max(2, round(1 / settings.val_fraction))
+            train, val = stratified_group_kfold(pool_labels, pool_groups, num_folds, 0, seed)
+        else:
+            train, val = stratified_split(pool_labels, settings.val_fraction, seed)
+        log.info("validation: a stratified %.0f%% of train", 100 * len(val) / len(pool))
+        return {"train": ("train", pool[train]), "val": ("train", pool[val])}, settings.num_folds
+    plan = {"train": ("train", pool)}
+    if (test_labels := labels("test")) is not None and test_labels.min(initial=0) >= 0:
+        log.info("validation: the test split (data.val_fraction=0)")
+        plan["val"] = ("test", np.arange(len(test_labels)))
+    else:
+        log.info("validation: none (data.val_fraction=0 and no labeled test split)")
+    return plan, settings.num_folds

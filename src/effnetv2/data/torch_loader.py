@@ -173,3 +173,24 @@ def make_loader(
         worker_init_fn=worker_init if num_workers > 0 else None,
         collate_fn=Uint8Collate(),
     )
+
+
+def eval_loader(
+    samples: SampleSet,
+    size: int | LiveSettings,
+    crop_pct: float,
+    channels: int,
+    batch_size: int,
+    num_workers: int,
+    on_bad_image: str = "error",
+    pin_memory: bool = True,
+    persistent_workers: bool = False,
+) -> DataLoader:
+    """Samples in their order as evaluation prepares them (shorter side to size / crop_pct, centre
+    crop; uint8 batches that `ImageNormalizer` finishes on the device): the datamodule's val and test
+    loaders and the predictor's. `size` is fixed, or the datamodule's live settings, whose eval size
+    a later pass may change (`set_eval_size`)."""
+    settings = size if isinstance(size, LiveSettings) else LiveSettings(size, size, 0.0)
+    transform = EvalTransform(settings.eval_size, crop_pct)
+    dataset = ImageDataset(samples, transform, settings, channels, on_bad_image)
+    return make_loader(dataset, batch_size, False, num_workers, pin_memory, persistent_workers)

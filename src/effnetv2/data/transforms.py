@@ -15,11 +15,14 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import albumentations as A
 import cv2
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
@@ -95,9 +98,52 @@ def check_extra_transforms(entries: Sequence[Mapping[str, Any]], channels: int) 
             )
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """How train images are cropped, flipped and augmented and eval images cropped: one object that
+    both loaders (torch and FFCV) read. The train size and the RandAugment magnitude change during
+    training (progressive learning), so they travel separately."""
+
+    crop_scale: tuple[float, ...] = (0.08, 1.0)
+    crop_ratio: tuple[float, ...] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    randaug_num_ops: int = 2
+    randaug_ops: tuple[str, ...] | None = None
+    randaug_policy: str = "increasing"
+    crop_pct: float = 0.875
+    extra_transforms: tuple[Mapping[str, Any], ...] = ()  # data.extra_transforms, unbuilt
+
+    def __post_init__(self) -> None:
+        """Config lists (OmegaConf containers from Hydra) become plain tuples and dicts."""
+        set_field = partial(object.__setattr__, self)
+        set_field("crop_scale", tuple(float(value) for value in self.crop_scale))
+        set_field("crop_ratio", tuple(float(value) for value in self.crop_ratio))
+        set_field("randaug_ops", tuple(self.randaug_ops) if self.randaug_ops is not None else None)
+        set_field(
+            "extra_transforms",
+            tuple(
+                OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else entry
+                for entry in self.extra_transforms
+            ),
+        )
+
+    def check(self, channels: int, randaug_magnitude: float) -> None:
+        """Fail at start, not in a loader worker: RandAugment's settings, crop_pct, extra transforms."""
+        self.randaugment(randaug_magnitude)
+        EvalTransform(32, self.crop_pct)
+        check_extra_transforms(self.extra_transforms, channels)
+
+    def randaugment(self, magnitude: float) -> RandAugment:
+        return RandAugment(self.randaug_num_ops, magnitude, self.randaug_ops, policy=self.randaug_policy)
+
+    def extra(self) -> list[A.BasicTransform]:
+        """The extra transforms, built (strictly)."""
+        return [build_extra_transform(entry) for entry in self.extra_transforms]
+
+
 class TrainTransform:
-    """Random-resized-crop to the current size, optional horizontal flip, RandAugment, then `extra`
-    (data.extra_transforms, already built).
+    """Random-resized-crop to the current size, optional horizontal flip, RandAugment, then the extra
+    transforms, as `augmentation` says.
 
     `set_size` and `randaugment.magnitude` change what the next call does.
     """
@@ -105,31 +151,26 @@ class TrainTransform:
     def __init__(
         self,
         size: int,
-        crop_scale: Sequence[float] = (0.08, 1.0),
-        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
-        hflip: bool = True,
-        randaug_num_ops: int = 2,
+        augmentation: Augmentation | None = None,
         randaug_magnitude: float = 10.0,
-        randaug_ops: Sequence[str] | None = None,
-        randaug_policy: str = "increasing",
-        extra: Sequence[A.BasicTransform] = (),
         seed: int | None = None,
     ) -> None:
+        augmentation = augmentation or Augmentation()
         self.crop = strict(
             A.RandomResizedCrop,
             size=(size, size),
-            scale=tuple(crop_scale),
-            ratio=tuple(crop_ratio),
+            scale=augmentation.crop_scale,
+            ratio=augmentation.crop_ratio,
             interpolation=cv2.INTER_LINEAR,
             p=1.0,
         )
-        self.randaugment = RandAugment(randaug_num_ops, randaug_magnitude, randaug_ops, policy=randaug_policy)
+        self.randaugment = augmentation.randaugment(randaug_magnitude)
         steps = [self.crop]
-        if hflip:
+        if augmentation.hflip:
             steps.append(strict(A.HorizontalFlip, p=0.5))
-        if randaug_num_ops > 0:
+        if augmentation.randaug_num_ops > 0:
             steps.append(self.randaugment)
-        steps.extend(extra)
+        steps.extend(augmentation.extra())
         self.pipeline = strict(A.Compose, transforms=steps, seed=seed)
 
     @property
