@@ -20,7 +20,7 @@ VENV_STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup train test test-all lint format clean wheelhouse tables gpu-wheels gpu-check
+.PHONY: help setup train test test-fast test-all lint format clean wheelhouse tables gpu-wheels gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ train: setup ## train the default model (EfficientNetV2-B0, progressive learning
 
 test: setup ## run the test suite (slow tests excluded; see test-all)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-fast: setup ## unit tests only: no slow tests, none that runs src/*.py or Python in a subprocess
+	$(PY) -m pytest -m "not slow and not subprocess" $(PYTEST_ARGS)
 
 test-all: setup ## run every test, slow ones included
 	$(PY) -m pytest $(PYTEST_ARGS)

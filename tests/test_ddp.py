@@ -101,6 +101,7 @@ def check_ddp_run(run_dir: Path, probe: Path, train_size: int, per_rank: int, sa
     assert (run_dir / "class_map.json").is_file()
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("workers", [0, 1])
 def test_ddp_torch_loader_with_progressive_learning(tmp_path, workers) -> None:
@@ -112,6 +113,7 @@ def test_ddp_torch_loader_with_progressive_learning(tmp_path, workers) -> None:
     check_ddp_run(run_dir, probe, train_size=72, per_rank=36, sampler_kind="DistributedSampler")
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_ddp_ffcv_loader_with_progressive_learning(tmp_path, colour_folder) -> None:
     require_module("ffcv", "the ffcv extra")
@@ -133,6 +135,7 @@ def test_ddp_ffcv_loader_with_progressive_learning(tmp_path, colour_folder) -> N
     check_ddp_run(run_dir, probe, train_size=320, per_rank=144, sampler_kind="ffcv Random distributed")
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_ddp_sigterm_to_rank_0_saves_once_and_stops_every_rank(tmp_path) -> None:
     """`kill <pid>` of the launching process only: both ranks agree, save one checkpoint, stop together."""
@@ -157,6 +160,7 @@ def test_ddp_sigterm_to_rank_0_saves_once_and_stops_every_rank(tmp_path) -> None
         time.sleep(0.2)
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_ddp_sigterm_to_every_process_with_loader_workers(tmp_path) -> None:
     """SLURM's way: SIGTERM to every process of the job, DataLoader workers included. The workers keep
@@ -183,6 +187,7 @@ def test_ddp_sigterm_to_every_process_with_loader_workers(tmp_path) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_ddp_hung_rank_is_an_error_naming_the_rank_and_step(tmp_path) -> None:
     """Rank 1 stalls after step 2; rank 0 waits in the next gradient all-reduce until the process-group
@@ -203,6 +208,7 @@ def test_ddp_hung_rank_is_an_error_naming_the_rank_and_step(tmp_path) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_ddp_sigterm_ends_a_job_waiting_in_a_collective(tmp_path) -> None:
     """Rank 1 stalls, rank 0 waits in a collective (timeout far away): a SIGTERM to the job ends every

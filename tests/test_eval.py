@@ -46,6 +46,7 @@ def test_checkpoint_describes_model_data_and_eval_size(trained_run) -> None:
     assert checkpoint["eval_size"] == 32
 
 
+@pytest.mark.subprocess
 def test_eval_reproduces_the_runs_test_top1(trained_run, tmp_path) -> None:
     out, best, metrics = trained_run
     result = run_eval_cli(
@@ -92,6 +93,7 @@ def test_eval_uses_the_averaged_weights(trained_run) -> None:
     assert not torch.equal(weight, checkpoint["current_model_state"]["model.classifier.weight"])
 
 
+@pytest.mark.subprocess
 def test_missing_or_foreign_checkpoints_are_clear_errors(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.ckpt")

@@ -58,6 +58,7 @@ def exported(make_checkpoint, tmp_path_factory) -> tuple[Path, dict, str]:
     return checkpoint, files, result.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_cli_prints_parity_within_tolerance_for_both_formats(exported) -> None:
     _, files, stdout = exported
@@ -70,6 +71,7 @@ def test_cli_prints_parity_within_tolerance_for_both_formats(exported) -> None:
     assert metadata["image_size"] == 32 and metadata["class_names"] == ["a", "b", "c", "d"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_exports_match_pytorch_at_another_batch_size(exported) -> None:
     checkpoint, files, _ = exported
@@ -83,6 +85,7 @@ def test_exports_match_pytorch_at_another_batch_size(exported) -> None:
     np.testing.assert_allclose(torchscript_logits(files["torchscript"], images), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_parity_check_detects_a_different_model(exported) -> None:
     checkpoint, files, _ = exported

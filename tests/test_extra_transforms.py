@@ -68,6 +68,7 @@ def test_bad_entries_are_one_line_config_errors(tmp_path: Path, entry: Any, mess
     assert str(error.value).startswith("data.extra_transforms") and "\n" not in str(error.value)
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_a_misspelled_argument_stops_train_py_with_one_line(tmp_path: Path) -> None:
     entry = "data.extra_transforms=[{_target_: albumentations.GaussNoise, std_rnge: [0.1, 0.2]}]"

@@ -120,6 +120,7 @@ def test_a_crash_inside_the_write_keeps_the_previous_checkpoint(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(120)
 def test_kill_9_while_saving_leaves_the_previous_checkpoint_intact(tmp_path) -> None:
     """A real SIGKILL in the middle of writing a checkpoint (the write blocks half way until killed)."""
@@ -361,6 +362,7 @@ def resume_and_check(tmp_path: Path, run_dir: Path, first: list[dict], saved_ste
     ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_kill_9_during_an_epoch_then_resume_finishes_the_same_steps_and_stages(tmp_path) -> None:
     """Killed (SIGKILL, whole process group) after step 9, the last batch of epoch 2; last.ckpt is written
@@ -380,6 +382,7 @@ def test_kill_9_during_an_epoch_then_resume_finishes_the_same_steps_and_stages(t
     resume_and_check(tmp_path, run_dir, first, saved_step=8)
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_writes_a_checkpoint_then_resume_finishes_the_same_steps_and_stages(tmp_path, signum) -> None:
@@ -434,6 +437,7 @@ print("fetched", sum(1 for _ in batches), "more batches after SIGTERM", flush=Tr
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("workers", ["ignore", "default"])
 def test_dataloader_workers_survive_a_process_group_sigterm(tmp_path, workers) -> None:
@@ -521,6 +525,7 @@ def test_sigterm_outside_training_steps_exits_with_status_143(
     assert expected in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_nan_loss_through_train_py(tmp_path, policy) -> None:

@@ -214,6 +214,7 @@ def run_pipeline(beton: Path, name: str, timeout: float) -> str:
     return result.stdout
 
 
+@pytest.mark.subprocess
 def test_pipeline_order_avoids_the_ffcv_396_hang(colour_folder: Path, beton_dir: Path) -> None:
     datamodule = ffcv_module(colour_folder, beton_dir)
     datamodule.prepare_data()
@@ -293,6 +294,7 @@ def prepare_data_cli(*overrides: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.subprocess
 def test_prepare_data_cli_writes_betons_and_names_bad_files(tiny_folder: Path, tmp_path: Path) -> None:
     overrides = [
         "data=image_folder",

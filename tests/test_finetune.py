@@ -245,6 +245,7 @@ def pretrained_checkpoint(colour_folder: Path, tmp_path_factory: pytest.TempPath
     return checkpoint
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(900)
 def test_kaggle_loop_on_generated_images(
     colour_folder: Path, colour_csv: Path, pretrained_checkpoint: Path, tmp_path: Path

@@ -49,6 +49,7 @@ def load_gpu_check():
     return module
 
 
+@pytest.mark.subprocess
 def test_smoke_run_writes_every_part_without_wandb_or_ffcv(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.mkdir()

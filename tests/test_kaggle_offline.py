@@ -74,6 +74,7 @@ def kernel_overrides(data_root: Path, working: Path, loader: str) -> list[str]:
     ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(900)  # 20-60 s on an idle machine; several minutes under load
 @pytest.mark.parametrize("loader", ["torch", pytest.param("ffcv", marks=pytest.mark.ffcv)])
 def test_training_writes_nothing_under_data_root(competition_images: Path, tmp_path: Path, loader) -> None:
@@ -152,6 +153,7 @@ print(ffcv._libffcv.__file__)
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.ffcv
 @pytest.mark.timeout(3600)  # minutes on an idle machine; the pip and training steps starve under load

@@ -35,6 +35,7 @@ def tiny_default_run(root: Path, run_dir: Path, *extra: str):
     return run_train(*overrides, timeout=500, env=train_env())
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_a_tiny_run_learns_the_colour_classes(colour_folder: Path, tmp_path: Path) -> None:
     result = tiny_default_run(colour_folder, tmp_path / "run")

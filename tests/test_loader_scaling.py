@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_quick_mode_writes_json_and_table(tmp_path: Path) -> None:
     result = subprocess.run(

@@ -40,6 +40,7 @@ def write_class_folders(root: Path, per_class: dict[str, int]) -> None:
                 Image.fromarray(pixels).save(folder / f"{index}.png")
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_thousand_classes_finish_with_bounded_reports(tmp_path) -> None:
     data, run_dir = tmp_path / "data", tmp_path / "run"

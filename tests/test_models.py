@@ -4,22 +4,18 @@ feature outputs, memory formats, summary, configs. Weight import and peer equiva
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from effnetv2.errors import ConfigError
 from effnetv2.models import EfficientNetV2, create_model, format_summary, list_models, model_summary
 from effnetv2.models.blocks import FusedMBConv, MBConv, StochasticDepth, tf_same_padding
+from effnetv2.models.factory import DEFAULT_OVERRIDES
 from effnetv2.models.variants import VARIANTS
 
 torch.set_num_threads(2)
-
-CONF_MODEL = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 # Exact parameter counts with 1000 classes (identical in timm and torchvision; docs/models.md).
 PARAMETER_COUNTS = {
@@ -129,7 +125,8 @@ def capture_classifier_input(model: EfficientNetV2) -> list[torch.Tensor]:
 
 def test_set_dropout_changes_the_classifier_input_in_train_mode() -> None:
     torch.manual_seed(0)
-    model = create_model("v2_b0", num_classes=10, drop_path_rate=0.0).train()
+    # a non-zero classifier, so dropout shows in the logits
+    model = create_model("v2_b0", num_classes=10, drop_path_rate=0.0, classifier_init="uniform").train()
     seen = capture_classifier_input(model)
     images = torch.randn(2, 3, 32, 32)
 
@@ -153,7 +150,8 @@ def test_set_dropout_changes_the_classifier_input_in_train_mode() -> None:
 
 def test_set_drop_path_rate_spreads_rates_and_drops_branches() -> None:
     torch.manual_seed(0)
-    model = create_model("v2_b0", num_classes=10, drop_rate=0.0).train()
+    # a non-zero classifier, so dropped branches show in the logits
+    model = create_model("v2_b0", num_classes=10, drop_rate=0.0, classifier_init="uniform").train()
     blocks = list(model.blocks())
 
     model.set_drop_path_rate(0.0)
@@ -229,7 +227,7 @@ def test_classifier_init_zero_starts_every_class_equal_and_uniform_is_official()
     torch.testing.assert_close(logits, torch.zeros_like(logits))
     zero.reset_classifier(4)  # fine-tuning keeps the model's rule
     assert not zero.classifier.weight.any()
-    uniform = create_model("v2_b0", num_classes=10)
+    uniform = create_model("v2_b0", num_classes=10, classifier_init="uniform")
     bound = 1 / 10**0.5
     assert uniform.classifier.weight.abs().max() <= bound and uniform.classifier.weight.std() > bound / 3
     with pytest.raises(ConfigError, match="classifier_init"):
@@ -320,11 +318,15 @@ def test_model_summary_flops_of_b0_at_224() -> None:
 
 
 @pytest.mark.parametrize("name", list(PARAMETER_COUNTS))
-def test_hydra_config_instantiates_the_variant(name: str) -> None:
-    cfg = OmegaConf.load(CONF_MODEL / f"{name}.yaml")
+def test_hydra_config_instantiates_the_variant(compose_train, name: str) -> None:
+    cfg = compose_train([f"model={name}"]).model
     assert cfg.name == name and cfg.pretrained is None
-    assert cfg.drop_rate == OFFICIAL_DROPOUT[name]
+    assert cfg.drop_rate == OFFICIAL_DROPOUT[name] == VARIANTS[name].drop_rate
     assert (cfg.drop_path_rate, cfg.bn_eps, cfg.bn_momentum, cfg.padding) == (0.2, 1e-3, 0.1, "symmetric")
+    # conf/model/base/efficientnetv2.yaml and create_model's defaults are the same values
+    options = {key: cfg[key] for key in cfg if key not in ("_target_", "name", "pretrained", "drop_rate")}
+    assert options == {k: v for k, v in DEFAULT_OVERRIDES.items() if k not in ("in_chans", "drop_rate")}
+    assert options["classifier_init"] == "zero"  # what training runs have always used
     with torch.device("meta"):
         model = instantiate(cfg, num_classes=10, in_chans=1)
     assert isinstance(model, EfficientNetV2) and model.variant.name == name

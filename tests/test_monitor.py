@@ -34,6 +34,7 @@ def test_an_unknown_monitor_is_refused_listing_the_choices() -> None:
     assert all(metric in str(error.value) for metric in MONITOR_MODES)
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(900)
 def test_an_unknown_monitor_stops_train_py_with_one_line(tmp_path: Path) -> None:
     result = run_train("module.monitor=val/f1", *TINY, f"hydra.run.dir={tmp_path}", timeout=840)

@@ -28,6 +28,7 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_a_job_with_a_user_error_does_not_end_the_sweep(tiny_folder: Path, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
@@ -46,6 +47,7 @@ def test_a_job_with_a_user_error_does_not_end_the_sweep(tiny_folder: Path, tmp_p
     assert not (trained / "error.txt").exists()
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("user_error", [True, False], ids=["user_error", "other_exception"])
 def test_optuna_study_goes_on_after_a_failed_trial(

@@ -60,6 +60,7 @@ def train_only_folder(tmp_path: Path) -> Path:
 SMALL = [*TINY, "data.subset=null", "data.image_size=32", "data.eval_size=32", "trainer.max_epochs=4"]
 
 
+@pytest.mark.subprocess
 def test_csv_without_test_split_trains_and_writes_metrics(kaggle_csv: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_train(
@@ -72,6 +73,7 @@ def test_csv_without_test_split_trains_and_writes_metrics(kaggle_csv: Path, tmp_
     assert "val/acc" in metrics and "test/acc" not in metrics
 
 
+@pytest.mark.subprocess
 def test_image_folder_with_train_only_trains_and_writes_metrics(
     train_only_folder: Path, tmp_path: Path
 ) -> None:
@@ -84,6 +86,7 @@ def test_image_folder_with_train_only_trains_and_writes_metrics(
     assert "val/acc" in json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.subprocess
 def test_kaggle_loop_as_documented_without_test_split(kaggle_csv: Path, tmp_path: Path) -> None:
     """docs/finetune.md's K-fold -> OOF -> fold-ensemble TTA submission, tiny sizes added."""
     sweep = tmp_path / "sweep"

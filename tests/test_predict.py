@@ -108,6 +108,7 @@ def test_submission_formats(tmp_path) -> None:
         write_submission(tmp_path / "x.csv", ["a"], probabilities[:1], ["cat", "dog", "frog"], format="top3")
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_predict_cli_writes_a_submission_for_every_csv_id(make_checkpoint, square_images, tmp_path) -> None:
     checkpoints = [make_checkpoint(f"fold{i}", seed=i) for i in range(2)]

@@ -105,6 +105,7 @@ def test_trainer_fit_ckpt_path_refuses_a_malicious_checkpoint(tmp_path, plugins)
     assert not marker.exists()
 
 
+@pytest.mark.subprocess
 def test_train_py_refuses_malicious_checkpoints_to_resume_from(tmp_path) -> None:
     """ckpt_path= and resume=auto, with torch's escape hatch TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 set: our
     loaders ask for weights_only=True explicitly, which that variable cannot override."""
@@ -120,6 +121,7 @@ def test_train_py_refuses_malicious_checkpoints_to_resume_from(tmp_path) -> None
         assert not marker.exists()
 
 
+@pytest.mark.subprocess
 def test_eval_and_predict_refuse_a_malicious_checkpoint(tmp_path) -> None:
     env = train_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
     marker = tmp_path / "marker"

@@ -42,6 +42,7 @@ def run(command: list[str], tmp_path: Path, timeout: int = 500) -> subprocess.Co
 
 
 # Optuna ------------------------------------------------------------------------------------------------
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_optuna_search_runs_trials_and_reports_the_best(tmp_path) -> None:
     sweep_dir = tmp_path / "optuna"
@@ -95,6 +96,7 @@ def test_wandb_sweep_file_drives_src_train() -> None:
     assert "${args_no_hyphens}" in sweep["command"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("pick", [0, -1])
 def test_wandb_sweep_commands_compose(tmp_path, pick: int) -> None:
@@ -114,6 +116,7 @@ def test_wandb_sweep_commands_compose(tmp_path, pick: int) -> None:
     assert "wandb" in cfg["logger"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_wandb_sweep_command_trains(tmp_path) -> None:
     sweep = yaml.safe_load(SWEEP_FILE.read_text())

@@ -65,6 +65,7 @@ def test_tiny_training_writes_checkpoints_metrics_and_class_map(compose_train, t
         assert key in header, f"{key} not logged"
 
 
+@pytest.mark.subprocess
 def test_cli_help_lists_groups() -> None:
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr
@@ -72,12 +73,14 @@ def test_cli_help_lists_groups() -> None:
         assert group in result.stdout
 
 
+@pytest.mark.subprocess
 def test_cli_cfg_job_prints_config() -> None:
     result = run_cli("--cfg", "job")
     assert result.returncode == 0, result.stderr
     assert "name: v2_b0" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_cli_wrong_model_lists_valid_choices() -> None:
     result = run_cli("model=nope")
     assert result.returncode != 0

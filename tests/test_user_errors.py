@@ -43,6 +43,7 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Configuration ------------------------------------------------------------------------------------------
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("script", "override", "expected"),
     [
@@ -74,6 +75,7 @@ def test_unknown_config_keys_groups_and_options(script: str, override: str, expe
 CHECKPOINT = "outputs/train/runs/<time>/checkpoints/last.ckpt"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("script", "overrides", "expected"),
     [
@@ -127,17 +129,20 @@ def test_missing_required_values(tmp_path, script: str, overrides: list[str], ex
 
 
 # Data ---------------------------------------------------------------------------------------------------
+@pytest.mark.subprocess
 def test_missing_data_path(tmp_path) -> None:
     line = error_line(run_train(*ONE_STEP, "data=image_folder", f"data.root={tmp_path / 'nope'}"))
     assert f"{tmp_path / 'nope' / 'train'} does not exist" in line and "data.root=" in line
 
 
+@pytest.mark.subprocess
 def test_empty_data_set(tmp_path) -> None:
     (tmp_path / "images" / "train").mkdir(parents=True)
     line = error_line(run_train(*ONE_STEP, "data=image_folder", f"data.root={tmp_path / 'images'}"))
     assert "no class folders with images" in line and "train/<class>/<image>" in line
 
 
+@pytest.mark.subprocess
 def test_corrupt_image(tmp_path) -> None:
     root = tmp_path / "images"
     for name in ("cat", "dog"):
@@ -158,11 +163,13 @@ def test_corrupt_image(tmp_path) -> None:
 
 
 # Checkpoints --------------------------------------------------------------------------------------------
+@pytest.mark.subprocess
 def test_missing_ckpt_path(tmp_path) -> None:
     line = error_line(run_train(*ONE_STEP, f"ckpt_path={tmp_path / 'nope.ckpt'}"))
     assert "nope.ckpt does not exist" in line and ".ckpt file" in line
 
 
+@pytest.mark.subprocess
 def test_checkpoint_of_another_variant(trained_checkpoint) -> None:
     line = error_line(run_train(*ONE_STEP, "model=v2_b1", f"ckpt_path={trained_checkpoint}"))
     assert "does not fit this model" in line
@@ -170,6 +177,7 @@ def test_checkpoint_of_another_variant(trained_checkpoint) -> None:
     assert "model.pretrained=" in line
 
 
+@pytest.mark.subprocess
 def test_checkpoint_of_another_class_count(trained_checkpoint, tmp_path) -> None:
     for name in ("cat", "dog"):
         write_images(tmp_path / "images" / "train" / name, 4)
@@ -179,6 +187,7 @@ def test_checkpoint_of_another_class_count(trained_checkpoint, tmp_path) -> None
     assert "trained as v2_b0 with 10 classes" in line and "this run builds v2_b0 with 2 classes" in line
 
 
+@pytest.mark.subprocess
 def test_truncated_checkpoint(trained_checkpoint, tmp_path) -> None:
     truncated = tmp_path / "last.ckpt"
     truncated.write_bytes(trained_checkpoint.read_bytes()[:100_000])
@@ -186,6 +195,7 @@ def test_truncated_checkpoint(trained_checkpoint, tmp_path) -> None:
     assert "truncated or not a torch checkpoint" in line
 
 
+@pytest.mark.subprocess
 def test_eval_and_predict_with_a_missing_checkpoint(tmp_path) -> None:
     line = error_line(run_train(f"ckpt_path={tmp_path / 'nope.ckpt'}", script="src/eval.py"))
     assert "nope.ckpt does not exist" in line
@@ -196,6 +206,7 @@ def test_eval_and_predict_with_a_missing_checkpoint(tmp_path) -> None:
 
 
 # Loggers ------------------------------------------------------------------------------------------------
+@pytest.mark.subprocess
 def test_wandb_online_without_credentials_falls_back_to_offline(tmp_path) -> None:
     env = train_env(HOME=str(tmp_path / "home"))
     for name in ("WANDB_MODE", "WANDB_API_KEY"):

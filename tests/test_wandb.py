@@ -154,6 +154,7 @@ LOGGED_KEYS = [
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_multirun_jobs_are_separate_named_and_grouped_offline_runs(tmp_path) -> None:
     sweep_dir = tmp_path / "sweep"
@@ -261,6 +262,7 @@ def test_a_resume_logs_to_the_wandb_run_of_its_checkpoint_and_a_configured_id_wi
     assert run_id(beside, configured="mine") == "mine"
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(600)
 def test_resumed_training_continues_its_wandb_run(tmp_path) -> None:
     """A first run (2 epochs), its `resume=auto` (to 4 epochs) and a `ckpt_path=` resume from another folder
@@ -300,6 +302,7 @@ def history_rows(run_dir: Path) -> list[dict]:
 SCHEDULE_KEYS = ("stage", "image_size", "randaug_magnitude", "mixup_alpha", "dropout", "drop_path_rate")
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_wandb_history_holds_every_progressive_value_per_epoch(tmp_path) -> None:
     """Every stage differs in every value: each epoch's `progressive/*` row must be its own stage's."""

@@ -19,16 +19,16 @@ PADDINGS: tuple[str, ...] = ("symmetric", "same")
 
 @dataclass(frozen=True)
 class LayerSettings:
-    """Conventions that differ between implementations (docs/models.md, Options).
+    """Conventions that differ between implementations (docs/models.md, Options; defaults: factory.py).
 
     bn_momentum uses the PyTorch convention: the paper's TF momentum 0.99 is 0.01 here.
     padding "symmetric" pads k // 2 on every side (torchvision, timm's plain models); "same" is
     TensorFlow's padding, asymmetric at stride 2 on even sizes (official code, timm's `tf_` ports).
     """
 
-    bn_eps: float = 1e-3
-    bn_momentum: float = 0.1
-    padding: Padding = "symmetric"
+    bn_eps: float
+    bn_momentum: float
+    padding: Padding
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:

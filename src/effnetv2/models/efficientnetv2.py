@@ -61,20 +61,21 @@ class EfficientNetV2(nn.Module):
     probability drop_path_rate * i / n (the official survival rule 1 - 0.2 * i / n).
     Classifier dropout and the drop-path rate can change between epochs (`set_dropout`,
     `set_drop_path_rate`) without touching any parameter, so the optimizer stays valid.
+    Every argument is required: `create_model` holds the defaults, in one place.
     """
 
     def __init__(
         self,
         variant: Variant,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        drop_path_rate: float = 0.2,
-        settings: LayerSettings | None = None,
-        classifier_init: str = "uniform",
+        *,
+        num_classes: int,
+        in_chans: int,
+        drop_rate: float,
+        drop_path_rate: float,
+        settings: LayerSettings,
+        classifier_init: str,
     ) -> None:
         super().__init__()
-        settings = settings or LayerSettings()
         if in_chans < 1:
             raise ConfigError(f"in_chans must be at least 1, got {in_chans}")
         if classifier_init not in CLASSIFIER_INITS:
@@ -132,9 +133,8 @@ class EfficientNetV2(nn.Module):
         """A freshly initialised classifier for `num_classes` (fine-tuning on a new label set).
 
         "uniform" is the official +-1/sqrt(num_classes), sized for 1000 classes: with 10 classes it
-        starts at logits of std ~6 (loss ~5.5 instead of ln 10). "zero" starts every class equal;
-        measured on Fashion-MNIST (B0, 32 px, 200 steps): 85% instead of 81% eval-mode accuracy on
-        2,000 of the training images.
+        starts at logits of std ~6 (loss ~5.5 instead of ln 10). "zero" starts every class equal
+        (docs/training.md, "The default run", compares the two).
         """
         if num_classes < 1:
             raise ConfigError(f"num_classes must be at least 1, got {num_classes}")

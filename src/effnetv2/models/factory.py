@@ -14,7 +14,9 @@ from effnetv2.models.weights import load_pretrained
 
 log = logging.getLogger(__name__)
 
-# Override -> default. drop_rate None means the variant's official classifier dropout.
+# Override -> default: the one place the model's defaults are written in code; conf/model/base/
+# efficientnetv2.yaml states the same values (tests/test_models.py holds them equal). drop_rate None
+# means the variant's official classifier dropout. classifier_init "zero" is what training runs use.
 DEFAULT_OVERRIDES: dict[str, Any] = {
     "in_chans": 3,
     "drop_rate": None,
@@ -22,7 +24,7 @@ DEFAULT_OVERRIDES: dict[str, Any] = {
     "bn_eps": 1e-3,
     "bn_momentum": 0.1,
     "padding": "symmetric",
-    "classifier_init": "uniform",
+    "classifier_init": "zero",
 }
 
 
@@ -53,11 +55,11 @@ def create_model(
 ) -> EfficientNetV2:
     """Build variant `name` (see `list_models()`), optionally loading weights from a local file.
 
-    overrides: in_chans, drop_rate (classifier dropout; default the variant's official value),
-    drop_path_rate (stochastic depth, default 0.2), bn_eps, bn_momentum (PyTorch convention),
-    padding ("symmetric" or TF "same"), classifier_init ("uniform", the official rule, or "zero").
-    `pretrained` accepts our own, timm and torchvision weights
-    (see `effnetv2.models.weights`).
+    overrides (defaults: DEFAULT_OVERRIDES): in_chans, drop_rate (classifier dropout; None: the
+    variant's official value), drop_path_rate (stochastic depth of the last block), bn_eps, bn_momentum
+    (PyTorch convention), padding ("symmetric" or TF "same"), classifier_init ("zero", or "uniform",
+    the official rule, made for 1000 classes). `pretrained` accepts our own, timm and torchvision
+    weights (see `effnetv2.models.weights`).
     """
     variant = get_variant(name)
     unknown = sorted(set(overrides) - set(DEFAULT_OVERRIDES))
