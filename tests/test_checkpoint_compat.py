@@ -16,15 +16,16 @@ import pytest
 import torch
 from hydra.utils import get_object
 
-from conftest import TINY_TRAINING, compose_config
 from effnetv2.checkpoint import read_checkpoint, read_training_checkpoint
 from effnetv2.inference.checkpoint import load_classifier
 from effnetv2.inference.export import export_torchscript, torchscript_logits
 from effnetv2.target_aliases import TARGET_ALIASES, with_current_targets
 from effnetv2.training.evaluation import run_eval
 from effnetv2.training.pipeline import instantiate_group, train
+from helpers.configs import compose_config
+from helpers.tiny import TINY
 
-TINY = [*TINY_TRAINING, "schedule=fixed", "optimizer=rmsprop_tf"]
+RUN = [*TINY, "trainer.max_epochs=1", "schedule=fixed", "optimizer=rmsprop_tf"]
 # Where each `_target_` a checkpoint stores pointed before the restructure (hyper_parameters key ->
 # path). A target stored in a new place fails `test_the_old_paths_cover_every_stored_target`.
 OLD_TARGETS = {
@@ -32,6 +33,8 @@ OLD_TARGETS = {
     "data": "effnetv2.data.datamodule.ImageDataModule",
     "optimizer": "effnetv2.training.optim.RMSpropTF",
 }
+# The data source is a Hydra-built node now; before, `data.source` held the source's kind name.
+OLD_SOURCE = "fashion_mnist"
 
 
 def stored_targets(config: Any, where: str = "") -> dict[str, str]:
@@ -49,11 +52,12 @@ def stored_targets(config: Any, where: str = "") -> dict[str, str]:
 def checkpoints(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(run folder, its last.ckpt, the same checkpoint with the old targets) of one tiny run."""
     run_dir = tmp_path_factory.mktemp("compat") / "run"
-    train(compose_config("train", TINY, run_dir))
+    train(compose_config("train", RUN, run_dir))
     fresh = run_dir / "checkpoints" / "last.ckpt"
     content = torch.load(fresh, map_location="cpu", weights_only=True)
     for key, old in OLD_TARGETS.items():
         content["hyper_parameters"][key]["_target_"] = old
+    content["hyper_parameters"]["data"]["source"] = OLD_SOURCE
     old = run_dir.parent / "old_targets.ckpt"
     torch.save(content, old)
     return run_dir, fresh, old
@@ -62,7 +66,7 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path, Path]:
 def test_the_old_paths_cover_every_stored_target(checkpoints) -> None:
     _, fresh, old = checkpoints
     raw = torch.load(fresh, map_location="cpu", weights_only=True)
-    assert set(stored_targets(raw["hyper_parameters"])) == set(OLD_TARGETS)
+    assert set(stored_targets(raw["hyper_parameters"])) == {*OLD_TARGETS, "data.source"}
     rewritten = torch.load(old, map_location="cpu", weights_only=True)
     assert stored_targets(rewritten["hyper_parameters"]) == OLD_TARGETS
     # read through the checkpoint module, every stored target names a class or function that exists
@@ -95,7 +99,7 @@ def test_eval_loads_a_checkpoint_with_the_old_targets(checkpoints, tmp_path) -> 
 def test_training_resumes_from_a_checkpoint_with_the_old_targets(checkpoints, tmp_path) -> None:
     _, _, old = checkpoints
     out = tmp_path / "resumed"
-    train(compose_config("train", [*TINY, "trainer.max_epochs=2", f"ckpt_path={old}"], out))
+    train(compose_config("train", [*RUN, "trainer.max_epochs=2", f"ckpt_path={old}"], out))
     resumed = read_training_checkpoint(out / "checkpoints" / "last.ckpt")
     assert resumed["epoch"] == 1 and resumed["global_step"] == 4
 

@@ -11,7 +11,7 @@ import torch
 from torch._dynamo import register_backend
 
 from effnetv2.training.pipeline import train
-from train_runs import BatchShapeRecorder
+from helpers.probes import BatchShapeRecorder
 
 COMPILED: list[tuple[int, ...]] = []
 
@@ -42,7 +42,7 @@ def test_three_stages_compile_once_per_size(compose_train) -> None:
             "torch_threads=1",
             "module.compile=true",
             "module.compile_backend=effnetv2_counting",
-            "+callbacks.shapes._target_=train_runs.BatchShapeRecorder",
+            "+callbacks.shapes._target_=helpers.probes.BatchShapeRecorder",
         ]
     )
     train(cfg)

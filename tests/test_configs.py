@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR
+from helpers.paths import CONF_DIR
 
 GROUPS = [
     "model",

@@ -8,11 +8,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR, compose_config, require
 from effnetv2.data.betons import choose_loader
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.sources import FASHION_MNIST_ROOT
 from fixtures_data import image_files
+from helpers.configs import compose_config
+from helpers.environment import require
+from helpers.paths import CONF_DIR
 
 pytest_plugins = ["fixtures_data"]
 

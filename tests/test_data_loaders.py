@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.sources import FASHION_MNIST_ROOT
 from fixtures_data import image_files
+from helpers.environment import require
 
 pytest_plugins = ["fixtures_data"]
 

@@ -10,11 +10,11 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import compose_config
 from effnetv2.data.csv_source import CsvSource
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.sources import ImageFolder
 from effnetv2.errors import ConfigError
+from helpers.configs import compose_config
 
 pytest_plugins = ["fixtures_data"]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.sources import (
     FASHION_MNIST_ROOT,
@@ -23,6 +22,7 @@ from effnetv2.data.sources import (
 )
 from effnetv2.errors import DataError
 from fixtures_data import image_files
+from helpers.environment import require
 
 pytest_plugins = ["fixtures_data"]
 

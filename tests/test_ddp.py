@@ -2,7 +2,7 @@
 and the default callbacks (progress bar and stage report included: rank-0-only code must never start a
 collective) and the progressive callback: each rank trains on a disjoint shard, validation metrics are
 reduced over both ranks, every stage change happens on both ranks at the same step, and only rank 0 writes
-logs and checkpoints. Probe callbacks (tests/train_runs.py) record what each rank saw. A hung rank becomes
+logs and checkpoints. Probe callbacks (tests/helpers.probes.py) record what each rank saw. A hung rank becomes
 an error naming the rank and the step within the process-group timeout, and SIGTERM ends a job whose
 ranks wait in a collective."""
 
@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_module
 from effnetv2.checkpoint import read_checkpoint
-from train_runs import TINY, read_records, run_train, start_train, wait_for
+from helpers.environment import require_module
+from helpers.probes import read_records
+from helpers.runs import run_train, start_train, wait_for
+from helpers.tiny import TINY
 
 pytest_plugins = ["fixtures_data"]
 
@@ -28,13 +30,9 @@ BATCH_SIZE = 4
 TRAIN_BATCHES = 2
 
 
-# TINY without its `callbacks.progress_bar=null` and `callbacks.stage_report=null`: the default callbacks
-DDP_TINY = [override for override in TINY if not override.startswith("callbacks.")]
-
-
 def ddp_run(run_dir: Path, probe_dir: Path, *overrides: str) -> list[str]:
     return [
-        *DDP_TINY,
+        *TINY,
         "trainer=ddp_cpu",
         f"trainer.max_epochs={MAX_EPOCHS}",
         "schedule.image_size=[16,40]",  # four distinct sizes in multiples of 8: a new stage every epoch
@@ -44,9 +42,9 @@ def ddp_run(run_dir: Path, probe_dir: Path, *overrides: str) -> list[str]:
         "test=false",
         "faults.checkpoint_every_n_steps=3",
         f"hydra.run.dir={run_dir}",
-        "+callbacks.shards._target_=train_runs.ShardRecorder",
+        "+callbacks.shards._target_=helpers.probes.ShardRecorder",
         f"+callbacks.shards.outdir={probe_dir}",
-        "+callbacks.steps._target_=train_runs.StepRecorder",
+        "+callbacks.steps._target_=helpers.probes.StepRecorder",
         f"+callbacks.steps.outdir={probe_dir}",
         *overrides,
     ]
@@ -194,7 +192,7 @@ def test_ddp_hung_rank_is_an_error_naming_the_rank_and_step(tmp_path) -> None:
     timeout and fails with one line naming itself and the step, and the job ends."""
     run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "ddp.log"
     overrides = ddp_run(run_dir, probe, "data.subset=80", "trainer.strategy.timeout_s=60")
-    overrides += ["+callbacks.stall._target_=train_runs.StallRank", f"+callbacks.stall.outdir={probe}"]
+    overrides += ["+callbacks.stall._target_=helpers.probes.StallRank", f"+callbacks.stall.outdir={probe}"]
     process = start_train(*overrides, log=log)
     process.wait(timeout=400)
     output = log.read_text()
@@ -215,7 +213,7 @@ def test_ddp_sigterm_ends_a_job_waiting_in_a_collective(tmp_path) -> None:
     process within the grace time, saying why, instead of being ignored by the blocked main thread."""
     run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "ddp.log"
     overrides = ddp_run(run_dir, probe, "data.subset=80", "faults.signal_grace_s=5")
-    overrides += ["+callbacks.stall._target_=train_runs.StallRank", f"+callbacks.stall.outdir={probe}"]
+    overrides += ["+callbacks.stall._target_=helpers.probes.StallRank", f"+callbacks.stall.outdir={probe}"]
     process = start_train(*overrides, log=log)
     wait_for(probe / "stalled", process, log)
     time.sleep(3)  # rank 0 reaches the next collective and blocks there

@@ -12,20 +12,22 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import ROOT, TINY_TRAINING, compose_config
 from effnetv2.checkpoint import read_training_checkpoint as load_checkpoint
 from effnetv2.errors import CheckpointError
 from effnetv2.training.evaluation import datamodule_for, evaluate, module_from_checkpoint
 from effnetv2.training.pipeline import train
+from helpers.configs import compose_config
+from helpers.paths import ROOT
+from helpers.tiny import TINY
 
-TINY = [*TINY_TRAINING, "schedule=fixed", "trainer.limit_test_batches=3"]
+RUN = [*TINY, "trainer.max_epochs=1", "schedule=fixed", "trainer.limit_test_batches=3"]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> tuple:
     """One tiny run (EMA on, so the checkpoint holds averaged weights) shared by the tests below."""
     out = tmp_path_factory.mktemp("eval") / "run"
-    metrics = train(compose_config("train", [*TINY, "callbacks=ema", "callbacks.ema.decay=0.5"], out))
+    metrics = train(compose_config("train", [*RUN, "callbacks=ema", "callbacks.ema.decay=0.5"], out))
     best = next(p for p in (out / "checkpoints").glob("epoch*.ckpt"))
     return out, best, metrics
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
 from effnetv2.errors import ConfigError
 from effnetv2.inference.checkpoint import load_classifier
 from effnetv2.inference.export import (
@@ -25,6 +24,7 @@ from effnetv2.inference.export import (
     reference_logits,
     torchscript_logits,
 )
+from helpers.paths import ROOT
 
 pytest_plugins = ["fixtures_data", "fixtures_inference"]
 

@@ -11,11 +11,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config, require_module
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
-from train_runs import TINY, run_train
+from helpers.configs import compose_config
+from helpers.environment import require_module
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 pytest_plugins = ["fixtures_data"]
 

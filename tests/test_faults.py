@@ -20,16 +20,18 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose_config
 from effnetv2.checkpoint import AtomicCheckpointIO, read_checkpoint, save_atomically
 from effnetv2.errors import CheckpointError, ConfigError
 from effnetv2.training.callbacks.checkpoints import LastCheckpoint
 from effnetv2.training.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
 from effnetv2.training.callbacks.preemption import CheckpointOnSignal, TrainingInterrupted
 from effnetv2.training.optim import RMSpropTF
-from train_runs import TINY, read_records, run_train, start_train, wait_for
+from helpers.configs import compose_config
+from helpers.paths import ROOT
+from helpers.probes import read_records
+from helpers.runs import run_train, start_train, wait_for
+from helpers.tiny import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCHES = 6
 # src/train.py runs: 4 epochs (one per progressive stage) of 3 optimizer steps.
 MAX_EPOCHS = 4
@@ -324,7 +326,7 @@ def progressive_run(run_dir: Path, probe_dir: Path, *overrides: str) -> list[str
         f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
         "test=false",
         f"hydra.run.dir={run_dir}",
-        "+callbacks.probe._target_=train_runs.StepRecorder",
+        "+callbacks.probe._target_=helpers.probes.StepRecorder",
         f"+callbacks.probe.outdir={probe_dir}",
         *overrides,
     ]

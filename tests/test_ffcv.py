@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require
 from effnetv2.data.betons import info_path
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.settings import Betons
 from effnetv2.data.sources import FASHION_MNIST_ROOT, ImageFolder
 from effnetv2.errors import DataError
+from helpers.environment import require
+from helpers.paths import ROOT
 
 try:
     from effnetv2.data import ffcv_loader, ffcv_writer
@@ -35,7 +36,6 @@ from fixtures_data import write_png
 pytest_plugins = ["fixtures_data"]
 pytestmark = [pytest.mark.ffcv, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[1]
 COLOUR = {"in_chans": 3, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 
 

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY_TRAINING
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.errors import ConfigError
 from effnetv2.inference.checkpoint import load_classifier
@@ -30,6 +29,9 @@ from effnetv2.training.callbacks.finetune import FreezeBackbone, NewHead
 from effnetv2.training.finetune import backbone_modules, parameter_groups
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import train
+from helpers.configs import compose_config
+from helpers.paths import ROOT
+from helpers.tiny import TINY
 
 pytest_plugins = ["fixtures_data", "fixtures_inference"]
 
@@ -227,7 +229,6 @@ def subset_csv(source: Path, destination: Path, classes: tuple[str, ...], drop_l
 @pytest.fixture(scope="module")
 def pretrained_checkpoint(colour_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A v2_b0 trained (briefly) on all ten generated classes in the image-folder layout."""
-    from conftest import compose_config
 
     out = tmp_path_factory.mktemp("pretrain")
     overrides = [
@@ -237,7 +238,8 @@ def pretrained_checkpoint(colour_folder: Path, tmp_path_factory: pytest.TempPath
         "data.eval_size=32",
         "data.crop_pct=1.0",
         "schedule=fixed",
-        *TINY_TRAINING,
+        *TINY,
+        "trainer.max_epochs=1",
     ]
     train(compose_config("train", overrides, out))
     checkpoint = out / "checkpoints" / "last.ckpt"
@@ -250,7 +252,6 @@ def pretrained_checkpoint(colour_folder: Path, tmp_path_factory: pytest.TempPath
 def test_kaggle_loop_on_generated_images(
     colour_folder: Path, colour_csv: Path, pretrained_checkpoint: Path, tmp_path: Path
 ) -> None:
-    from conftest import compose_config
 
     root = tmp_path / "competition"
     root.mkdir()
@@ -269,7 +270,8 @@ def test_kaggle_loop_on_generated_images(
             f"model.pretrained={pretrained_checkpoint}",
             "data.num_folds=2",
             f"data.fold={fold}",
-            *TINY_TRAINING,
+            *TINY,
+            "trainer.max_epochs=1",
             "data.subset=null",
             "trainer.max_epochs=2",
             "callbacks.freeze_backbone.epochs=2",  # frozen throughout: the backbone must stay as pre-trained

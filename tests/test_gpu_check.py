@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_config
+from helpers.configs import compose_config
+from helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PARTS = {
     "synthetic_train",
     "synthetic_eval",

@@ -12,12 +12,12 @@ import torch
 from lightning.pytorch.trainer.states import RunningStage
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import require_module
 from effnetv2.data.balance import BalancedSampler, balanced_class_weights
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.errors import ConfigError
 from effnetv2.training.module import ClassificationModule
 from fixtures_data import write_png
+from helpers.environment import require_module
 
 MODEL = {"_target_": "effnetv2.models.create_model", "name": "v2_b0", "drop_rate": 0.0, "drop_path_rate": 0.0}
 NINE_TO_ONE = np.repeat([0, 1], [900, 100])

@@ -17,8 +17,10 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from conftest import require_module
-from train_runs import ROOT, TINY, run_train, train_env
+from helpers.environment import require_module, train_env
+from helpers.paths import ROOT
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 
 def load_wheelhouse_tool() -> ModuleType:

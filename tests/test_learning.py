@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from train_runs import run_train, train_env
+from helpers.environment import train_env
+from helpers.runs import run_train
 
 pytest_plugins = ["fixtures_data"]
 

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train_runs import ROOT, train_command, train_env
+from helpers.environment import train_env
+from helpers.paths import ROOT
+from helpers.runs import train_command
 
 NUM_CLASSES = 1000
 PEAK_RSS_LIMIT_GB = 3.0

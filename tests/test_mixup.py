@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import require_module
 from effnetv2.data.mixup import MixupCutmix, smooth_one_hot
+from helpers.environment import require_module
 
 NUM_CLASSES = 10
 

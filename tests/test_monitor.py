@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_TRAINING, compose_config
 from effnetv2.config import MONITOR_MODES
 from effnetv2.errors import ConfigError
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import train
-from train_runs import TINY, run_train
+from helpers.configs import compose_config
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 MODEL = {"_target_": "effnetv2.models.create_model", "name": "v2_b0"}
 
@@ -44,10 +45,10 @@ def test_an_unknown_monitor_stops_train_py_with_one_line(tmp_path: Path) -> None
 
 
 def fit(tmp_path: Path, monitor: str) -> tuple[dict[str, float], Path]:
-    """Three one-step epochs of v2_b0 and the final test; no image grids or confusion-matrix figure."""
+    """Three one-step epochs of v2_b0 and the final test."""
     overrides = [
-        *TINY_TRAINING, "schedule=fixed", "trainer.max_epochs=3", "trainer.limit_train_batches=1",
-        "callbacks.stage_report=null", "callbacks.confusion_matrix=null", f"module.monitor={monitor}",
+        *TINY, "schedule=fixed", "trainer.max_epochs=3", "trainer.limit_train_batches=1",
+        f"module.monitor={monitor}",
     ]  # fmt: skip
     metrics = train(compose_config("train", overrides, tmp_path))
     return metrics, tmp_path

@@ -15,7 +15,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from effnetv2.multirun import JobFailure, ReportFailedJobs
-from train_runs import TINY, run_train
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 pytest_plugins = ["fixtures_data"]
 
@@ -63,7 +64,7 @@ def test_optuna_study_goes_on_after_a_failed_trial(
         "trainer.max_epochs=4",
         "trainer.limit_train_batches=1",
     ]
-    overrides += ["+callbacks.fail_first._target_=train_runs.FailFirstJob"]
+    overrides += ["+callbacks.fail_first._target_=helpers.probes.FailFirstJob"]
     overrides += [f"+callbacks.fail_first.marker={tmp_path / 'failed_once'}"]
     overrides += [f"+callbacks.fail_first.user_error={str(user_error).lower()}"]
     command = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *overrides]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fixtures_data import write_png
-from train_runs import TINY, run_train
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 pytestmark = pytest.mark.timeout(600)
 

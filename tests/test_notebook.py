@@ -14,8 +14,8 @@ import pytest
 from nbclient import NotebookClient
 from safetensors.torch import save_file
 
-from conftest import ROOT
 from effnetv2.models import create_model
+from helpers.paths import ROOT
 
 pytest_plugins = ["fixtures_data"]
 

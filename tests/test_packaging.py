@@ -11,7 +11,8 @@ from pathlib import Path
 
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
+
 PACKAGE = ROOT / "src" / "effnetv2"
 
 

@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from effnetv2.errors import ConfigError, DataError
 from effnetv2.inference.checkpoint import expand_checkpoint_paths, load_classifier
 from effnetv2.inference.inputs import csv_inputs, folder_inputs
 from effnetv2.inference.predictor import predict_probabilities
 from effnetv2.inference.submission import write_submission
+from helpers.paths import ROOT
 
 pytest_plugins = ["fixtures_data", "fixtures_inference"]
 

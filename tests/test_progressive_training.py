@@ -17,7 +17,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import require_module
 from effnetv2.data.mixup import MixupCutmix
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.errors import ConfigError
@@ -27,6 +26,8 @@ from effnetv2.training.callbacks.reporting import StageReport
 from effnetv2.training.module import ClassificationModule
 from effnetv2.training.pipeline import build_module, train
 from effnetv2.training.progressive import ProgressiveSchedule
+from helpers.environment import require_module
+from helpers.tiny import TINY
 
 pytest_plugins = ["fixtures_data"]
 torch.set_num_threads(1)
@@ -407,17 +408,11 @@ REAL_SCHEDULE = [
     "schedule.eval_size=24",
 ]
 REAL_TRAINING = [
+    *TINY,
     "model=v2_b0",
     "data=fashion_mnist",
-    "data.subset=64",
-    "data.batch_size=8",
-    "data.num_workers=0",
     "trainer.max_epochs=4",
     "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.log_every_n_steps=1",
-    "callbacks.progress_bar=null",
     "logger=csv",
 ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import require, require_module
+from helpers.environment import require, require_module
 
 
 def test_missing_data_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from effnetv2.errors import CheckpointError
 from effnetv2.training.pipeline import resolve_ckpt_path, train
+from helpers.tiny import TINY
 
 
 class StopAfterEpochs(L.Callback):
@@ -26,16 +27,11 @@ class StopAfterEpochs(L.Callback):
 
 
 DETERMINISTIC = [
-    "data.subset=64",
+    *TINY,
     "data.batch_size=16",
-    "data.num_workers=0",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
     "trainer.deterministic=true",
-    "trainer.log_every_n_steps=1",
-    "callbacks.progress_bar=null",
     "schedule.num_stages=2",  # the resumed epoch is a new stage (size, RandAugment, dropout change)
     "schedule.mixup_alpha=[0.2,0.4]",  # mixup draws random numbers too
 ]

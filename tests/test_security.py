@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from effnetv2.checkpoint import AtomicCheckpointIO, read_checkpoint
 from effnetv2.errors import CheckpointError
 from effnetv2.models import create_model
-from train_runs import TINY, run_train, train_env
+from helpers.environment import train_env
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 
 class Payload:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from effnetv2.training.pipeline import train
-from train_runs import SyncCounter
+from helpers.probes import SyncCounter
 
 STEPS = 40
 SYNC_ALLOWANCE = 0.25  # per step, averaged over STEPS steps (docs/training.md, "Host-device syncs")
@@ -28,7 +28,7 @@ def test_training_steps_do_not_synchronise_every_step(compose_train) -> None:
             "trainer.limit_val_batches=1",
             "test=false",
             "torch_threads=1",
-            "+callbacks.sync_counter._target_=train_runs.SyncCounter",
+            "+callbacks.sync_counter._target_=helpers.probes.SyncCounter",
         ]
     )
     train(cfg)

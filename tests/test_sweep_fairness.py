@@ -15,8 +15,9 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
 
-from conftest import ROOT, TINY_TRAINING
 from effnetv2.training.pipeline import train
+from helpers.paths import ROOT
+from helpers.tiny import TINY
 
 SWEEP_FILE = ROOT / "sweeps" / "wandb_sweep.yaml"
 OPTUNA_FILE = ROOT / "conf" / "hparams_search" / "optuna.yaml"
@@ -84,7 +85,7 @@ def test_the_search_score_is_the_last_epochs_val_acc_in_the_last_stage(compose_t
     """What src/train.py returns to Optuna for a progressive run (W&B's sweep reads the same `val/acc`):
     the val/acc of its last epoch, which the last stage trained."""
     out = tmp_path / "run"
-    cfg = compose_train([*TINY_TRAINING, "trainer.max_epochs=2", "schedule.num_stages=2"], output_dir=out)
+    cfg = compose_train([*TINY, "trainer.max_epochs=2", "schedule.num_stages=2"], output_dir=out)
     metrics = train(cfg)
     with open(out / "csv" / "metrics.csv") as file:
         validations = [row for row in csv.DictReader(file) if row.get("val/acc")]

@@ -13,18 +13,15 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-from conftest import ROOT
+from helpers.paths import ROOT
+from helpers.tiny import TINY
 
 SWEEP_FILE = ROOT / "sweeps" / "wandb_sweep.yaml"
-TINY = [
-    "data.subset=64",
+SWEEP_RUN = [
+    *TINY,
     "data.batch_size=16",
-    "data.num_workers=0",
     "trainer.max_epochs=4",  # holds every schedule.num_stages the search tries
     "trainer.limit_train_batches=1",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "callbacks.progress_bar=null",
     "torch_threads=2",
 ]
 
@@ -47,7 +44,7 @@ def run(command: list[str], tmp_path: Path, timeout: int = 500) -> subprocess.Co
 def test_optuna_search_runs_trials_and_reports_the_best(tmp_path) -> None:
     sweep_dir = tmp_path / "optuna"
     command = [sys.executable, "src/train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2"]
-    command += [*TINY, f"hydra.sweep.dir={sweep_dir}"]
+    command += [*SWEEP_RUN, f"hydra.sweep.dir={sweep_dir}"]
     result = run(command, tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -122,7 +119,7 @@ def test_wandb_sweep_command_trains(tmp_path) -> None:
     sweep = yaml.safe_load(SWEEP_FILE.read_text())
     params = {name: sample_values(spec, 0) for name, spec in sweep["parameters"].items()}
     run_dir = tmp_path / "run"
-    result = run([*agent_command(sweep, params), *TINY, f"hydra.run.dir={run_dir}"], tmp_path)
+    result = run([*agent_command(sweep, params), *SWEEP_RUN, f"hydra.run.dir={run_dir}"], tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (run_dir / "metrics.json").is_file()
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TINY_TRAINING
 from effnetv2.training.pipeline import train
+from helpers.paths import ROOT
+from helpers.tiny import TINY
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -29,7 +30,7 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(300)
 def test_fast_dev_run_of_the_default_config(compose_train, tmp_path, capsys, caplog) -> None:
-    cfg = compose_train(["debug=fast", "callbacks.progress_bar=null"])
+    cfg = compose_train(["debug=fast"])
     with caplog.at_level(logging.INFO):
         metrics = train(cfg)
     correct = metrics["test/acc"] * cfg.data.batch_size  # fast_dev_run tests one whole batch
@@ -45,9 +46,7 @@ def test_fast_dev_run_of_the_default_config(compose_train, tmp_path, capsys, cap
 @pytest.mark.timeout(300)
 def test_tiny_training_writes_checkpoints_metrics_and_class_map(compose_train, tmp_path) -> None:
     out = tmp_path / "run"
-    metrics = train(
-        compose_train([*TINY_TRAINING, "trainer.max_epochs=2", "schedule.num_stages=2"], output_dir=out)
-    )
+    metrics = train(compose_train([*TINY, "trainer.max_epochs=2", "schedule.num_stages=2"], output_dir=out))
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((out / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
     class_map = json.loads((out / "class_map.json").read_text())

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_runs import TINY, run_train, train_env
+from helpers.environment import train_env
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 ONE_STEP = [*TINY, "trainer.max_epochs=1", "schedule=fixed", "trainer.limit_train_batches=1", "test=false"]
 

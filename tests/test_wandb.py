@@ -18,7 +18,6 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from conftest import ROOT, TINY_TRAINING, compose_config
 from effnetv2.errors import ConfigError
 from effnetv2.training.loggers import (
     finish_wandb,
@@ -28,7 +27,11 @@ from effnetv2.training.loggers import (
     wandb_run_config,
 )
 from effnetv2.training.pipeline import build_module
-from train_runs import TINY, run_train, train_env
+from helpers.configs import compose_config
+from helpers.environment import train_env
+from helpers.paths import ROOT
+from helpers.runs import run_train
+from helpers.tiny import TINY
 
 # The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of chunks, each with
 # a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last), each record a protobuf.
@@ -124,15 +127,10 @@ def test_run_config_is_flat_with_group_choices() -> None:
 
 # A 2x2 multirun ------------------------------------------------------------------------------------------
 TINY_MULTIRUN = [
-    "data.subset=64",
+    *TINY,
     "data.batch_size=16",
-    "data.num_workers=0",
     "trainer.max_epochs=4",  # progressive: one epoch per stage
     "trainer.limit_train_batches=1",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.log_every_n_steps=1",
-    "callbacks.progress_bar=null",
     "torch_threads=2",
 ]
 LOGGED_KEYS = [
@@ -195,7 +193,7 @@ def test_online_runs_log_the_best_checkpoint_as_a_model_artifact(
     """The online code path (`log_model: true`), recorded into a local run instead of uploaded: W&B's
     offline mode stores the artifact records that an online run would send."""
     no_credentials.setenv("WANDB_API_KEY", "x" * 40)
-    cfg = compose_train([*TINY_TRAINING, "schedule=fixed", "trainer.max_epochs=2", "logger=wandb"])
+    cfg = compose_train([*TINY, "schedule=fixed", "trainer.max_epochs=2", "logger=wandb"])
     online = prepare_logger_configs(cfg.logger).wandb
     assert online.mode == "online" and online.log_model is True
     settings = {k: v for k, v in online.items() if k not in ("_target_", "mode", "save_dir")}

@@ -12,14 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader
 
 from effnetv2.data.device_batch import ImageNormalizer
 from effnetv2.data.sources import SampleSet
-from effnetv2.data.torch_loader import ImageDataset, LiveSettings, make_loader
-from effnetv2.data.transforms import EvalTransform
+from effnetv2.data.torch_loader import eval_loader
 from effnetv2.errors import ConfigError
-from effnetv2.inference.checkpoint import Preprocessing, TrainedClassifier
+from effnetv2.inference.checkpoint import TrainedClassifier
 
 
 def check_compatible(classifiers: Sequence[TrainedClassifier]) -> None:
@@ -38,28 +36,6 @@ def check_compatible(classifiers: Sequence[TrainedClassifier]) -> None:
                 f"checkpoints disagree on the input (channels, mean/std, crop): {first.name} "
                 f"{first.preprocessing} vs {other.name} {other.preprocessing}"
             )
-
-
-def eval_loader(
-    samples: SampleSet, size: int, preprocessing: Preprocessing, batch_size: int, num_workers: int
-) -> DataLoader:
-    """Samples in their order at `size`, prepared as evaluation prepares them (uint8 batches:
-    `ImageNormalizer` finishes them on the device)."""
-    dataset = ImageDataset(
-        samples,
-        EvalTransform(size, preprocessing.crop_pct),
-        LiveSettings(size, size, 0.0),
-        preprocessing.in_chans,
-        on_bad_image="error",
-    )
-    return make_loader(
-        dataset,
-        batch_size,
-        train=False,
-        num_workers=num_workers,
-        pin_memory=True,
-        persistent_workers=False,
-    )
 
 
 def size_plan(
@@ -96,7 +72,13 @@ def predict_probabilities(
     flips = 2 if hflip else 1
     views = 0
     loaders = [
-        (size, members, eval_loader(samples, size, preprocessing, batch_size, num_workers))
+        (
+            size,
+            members,
+            eval_loader(
+                samples, size, preprocessing.crop_pct, preprocessing.in_chans, batch_size, num_workers
+            ),
+        )
         for size, members in plan
     ]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

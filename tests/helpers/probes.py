@@ -1,13 +1,11 @@
-"""`src/train.py` in subprocesses, for the fault, DDP, user-error and security tests, and the probe
-callbacks those runs add (`+callbacks.probe._target_=train_runs.StepRecorder`; tests/ is on the children's
-PYTHONPATH). Each rank appends what it observed to JSON-lines files, so a test can compare ranks and
-runs after the processes ended or were killed."""
+"""Probe callbacks that runs load (`+callbacks.probe._target_=helpers.probes.StepRecorder`; tests/ is
+on the children's PYTHONPATH). Each rank appends what it observed to JSON-lines files, so a test can
+compare ranks and runs after the processes ended or were killed."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,76 +16,8 @@ import torch
 
 from effnetv2.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
-# A few steps of v2_b0 on Fashion-MNIST at 32 px or less: seconds per run on one CPU core.
-TINY = [
-    "data.subset=64",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.log_every_n_steps=1",
-    "callbacks.progress_bar=null",
-    "callbacks.stage_report=null",
-    "torch_threads=1",
-    "model.classifier_init=uniform",  # as conftest.TINY_TRAINING: 3 steps barely move a zero classifier
-]
-
-
-def train_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update(extra)
-    return env
-
-
-def train_command(*overrides: str, script: str = "src/train.py") -> list[str]:
-    return [sys.executable, script, *overrides]
-
-
-def run_train(
-    *overrides: str, timeout: int = 300, env: dict[str, str] | None = None, script: str = "src/train.py"
-) -> subprocess.CompletedProcess:
-    """Run an entry point to completion; stdout and stderr captured as text."""
-    return subprocess.run(
-        train_command(*overrides, script=script),
-        cwd=ROOT,
-        env=env or train_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start_train(*overrides: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start src/train.py in its own process group (a test can signal or kill all of it), output to `log`."""
-    with log.open("w") as output:
-        return subprocess.Popen(
-            train_command(*overrides),
-            cwd=ROOT,
-            env=env or train_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def wait_for(path: Path, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    """Wait until `path` exists; fail with the run's output if the process ended or time ran out."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(
-                f"{path.name} never appeared (exit {process.poll()}):\n{log.read_text()[-4000:]}"
-            )
-        time.sleep(0.1)
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
+def append_record(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as file:
         file.write(json.dumps(record) + "\n")
         file.flush()
@@ -114,7 +44,7 @@ class StepRecorder(L.Callback):
         return self.outdir / f"{kind}_rank{trainer.global_rank}.jsonl"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _append(
+        append_record(
             self._file(trainer, "fits"), {"start_step": trainer.global_step, "epoch": trainer.current_epoch}
         )
 
@@ -137,7 +67,7 @@ class StepRecorder(L.Callback):
             **self._batch,
             "dropout": float(pl_module.model.dropout_rate),
         }
-        _append(self._file(trainer, "steps"), record)
+        append_record(self._file(trainer, "steps"), record)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -195,7 +125,7 @@ class ShardRecorder(L.Callback):
         ckpt_file = self._file(trainer, "ckpt_writes")
 
         def recording_save(checkpoint: dict, path: Any, storage_options: Any = None) -> None:
-            _append(ckpt_file, {"path": str(path)})
+            append_record(ckpt_file, {"path": str(path)})
             save(checkpoint, path, storage_options)
 
         io.save_checkpoint = recording_save
@@ -203,7 +133,7 @@ class ShardRecorder(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._trained = 0
         kind, indices = epoch_indices(trainer.train_dataloader, trainer.current_epoch)
-        _append(
+        append_record(
             self._file(trainer, "shards"), {"epoch": trainer.current_epoch, "kind": kind, "indices": indices}
         )
 
@@ -213,7 +143,9 @@ class ShardRecorder(L.Callback):
         self._trained += int(batch[0].shape[0])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _append(self._file(trainer, "trained"), {"epoch": trainer.current_epoch, "samples": self._trained})
+        append_record(
+            self._file(trainer, "trained"), {"epoch": trainer.current_epoch, "samples": self._trained}
+        )
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val = {"correct": 0, "total": 0}
@@ -235,7 +167,7 @@ class ShardRecorder(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            _append(self._file(trainer, "val"), {"epoch": trainer.current_epoch, **self._val})
+            append_record(self._file(trainer, "val"), {"epoch": trainer.current_epoch, **self._val})
 
 
 class StallRank(L.Callback):
