@@ -43,7 +43,7 @@ def test_checkpoint_describes_model_data_and_eval_size(trained_run) -> None:
     checkpoint = load_checkpoint(best)  # weights_only=True
     hparams = checkpoint["hyper_parameters"]
     assert hparams["model"]["name"] == "v2_b0" and hparams["num_classes"] == 10 and hparams["in_chans"] == 1
-    assert hparams["data"]["source"] == "fashion_mnist" and hparams["data"]["subset"] == 64
+    assert hparams["data"]["source"]["_target_"].endswith("FashionMNIST") and hparams["data"]["subset"] == 64
     assert len(hparams["class_names"]) == 10
     assert checkpoint["eval_size"] == 32
 
@@ -56,7 +56,7 @@ def test_eval_reproduces_the_runs_test_top1(trained_run, tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = json.loads((tmp_path / "eval.json").read_text())
-    assert (row["split"], row["size"], row["images"]) == ("test", 32, 48)
+    assert (row["split"], row["size"], row["images"]) == ("test", 32, 24)
     assert row["top1"] == pytest.approx(metrics["test/acc"], abs=1e-3)
     assert row["top5"] == pytest.approx(metrics["test/acc_top5"], abs=1e-3)
     assert row["loss"] == pytest.approx(metrics["test/loss"], abs=1e-3)
@@ -81,7 +81,7 @@ def test_eval_at_several_sizes_and_splits(trained_run) -> None:
             top5 = module.eval()(datamodule.normalize(images)).topk(5, dim=1).indices
         assert result.top1 == pytest.approx((top5[:, 0] == labels).float().mean().item(), abs=1e-6)
         assert result.top5 == pytest.approx((top5 == labels[:, None]).any(1).float().mean().item(), abs=1e-6)
-    assert {r.images for r in results if r.split == "test"} == {16}  # one batch (limit_test_batches=1)
+    assert {r.images for r in results if r.split == "test"} == {8}  # one batch (limit_test_batches=1)
     assert {r.images for r in results if r.split == "val"} == {6}  # all of val: 10% of the 64 samples
     assert results[0].loss != results[2].loss  # the size really changed what the model saw
 

@@ -117,8 +117,9 @@ def test_new_head_starts_at_zero_only_for_other_classes(
 
 
 def test_new_head_leaves_models_without_pretrained_weights_alone() -> None:
+    model = {**MODEL, "classifier_init": "uniform"}  # a head with weights to leave alone
     module = ClassificationModule(
-        model=MODEL, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, lr_scheduler={}, num_classes=3
+        model=model, optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, lr_scheduler={}, num_classes=3
     )
     before = module.model.classifier.weight.detach().clone()
     NewHead().setup(None, module, stage="fit")
