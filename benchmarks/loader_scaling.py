@@ -245,7 +245,7 @@ def main() -> None:
         "fashion_mnist": fashion,
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "loader_scaling.json").write_text(json.dumps(result, indent=2))
+    (args.results / "loader_scaling.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.results / "loader_scaling.md").write_text(markdown(result))
     print(markdown(result))
 
