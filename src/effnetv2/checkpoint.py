@@ -1,21 +1,24 @@
 """Training checkpoints: the one place that reads, writes and checks them.
 
-- Reading never runs code: `torch.load(weights_only=True)` (`effnetv2.safe_load`), so a checkpoint that
+- Reading never runs code: `torch.load(weights_only=True)` (`load_without_code`), so a checkpoint that
   holds anything but tensors and plain values is refused instead of unpickled. The stored configs'
   `_target_`s are brought up to date (`effnetv2.target_aliases`), so checkpoints of earlier versions load.
 - Writing is atomic (`save_atomically`): a kill while saving never leaves a truncated `last.ckpt` and
   never destroys the previous one. `AtomicCheckpointIO` makes Lightning read and write this way.
 - `check_checkpoint_fits` turns "a checkpoint of another variant or class count" into one clear error.
 
-Training (resume, fine-tuning from a checkpoint), `src/eval.py`, `src/predict.py` and `src/export.py`
-all read through here.
+Training (resume, fine-tuning from a checkpoint), `src/eval.py`, `src/predict.py`, `src/export.py` and
+weight import (`models/weights.py`) all read through here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import re
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,28 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from effnetv2.errors import CheckpointError
-from effnetv2.safe_load import load_without_code
 from effnetv2.target_aliases import with_current_targets
 
 # The LightningModule keeps the network in `self.model`: its weights are the `model.*` entries.
 MODEL_PREFIX = "model."
+
+
+def load_without_code(path: Path, map_location: Any, *, if_refused: str, if_unreadable: str) -> Any:
+    """The file's content; `if_refused` / `if_unreadable` end the error message with the caller's fix."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsupported is None:
+            raise CheckpointError(f"cannot read {path}: not a torch file; {if_unreadable}") from err
+        raise CheckpointError(
+            f"refused to load {path}: it holds a Python object ({unsupported.group(1)}) besides tensors and "
+            f"plain values, and unpickling it could run code. {if_refused}"
+        ) from err
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(
+            f"cannot read {path}: truncated or not a torch checkpoint ({err}); {if_unreadable}"
+        ) from err
 
 
 def missing_checkpoint(path: str | os.PathLike[str]) -> CheckpointError:

@@ -17,10 +17,10 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file as load_safetensors
 
+from effnetv2.checkpoint import load_without_code
 from effnetv2.errors import CheckpointError
 from effnetv2.models.blocks import FusedMBConv
 from effnetv2.models.efficientnetv2 import Block, EfficientNetV2
-from effnetv2.safe_load import load_without_code
 
 log = logging.getLogger(__name__)
 
