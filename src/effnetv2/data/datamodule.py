@@ -194,14 +194,6 @@ class ImageDataModule(L.LightningDataModule):
 
     # Splits -----------------------------------------------------------------------------------
 
-    @property
-    def _roles(self) -> dict[str, tuple[str, np.ndarray]]:
-        """role -> (split, indices into it) (validation predictions read it)."""
-        return self.roles.plan
-
-    def _listed(self, split: str) -> SampleSet | None:
-        return self.roles.listed(split)
-
     def train_labels(self) -> np.ndarray:
         """Labels of the samples the train loader draws from (after subset and split): class weights."""
         if "train" not in self.roles.plan:
@@ -218,6 +210,18 @@ class ImageDataModule(L.LightningDataModule):
         if role not in self.roles.plan:
             self.setup("fit" if role in ("train", "val") else "test")
         return self.roles.samples(role)
+
+    def sample_ids(self, role: str) -> list[str] | None:
+        """Ids of `samples(role)`, unique over the data set so that folds join: image paths relative to
+        the data root (absolute when the images live elsewhere), or `<split>#<index>` in memory."""
+        samples = self.samples(role)
+        if samples is None:
+            return None
+        if samples.paths is None:
+            split, indices = self.roles.plan[role]
+            return [f"{split}#{index}" for index in indices]
+        root = Path(self.source.root)
+        return [(p.relative_to(root) if p.is_relative_to(root) else p).as_posix() for p in samples.paths]
 
     # Lightning hooks --------------------------------------------------------------------------
 

@@ -22,24 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def validation_samples(datamodule: L.LightningDataModule) -> tuple[list[str], SampleSet] | None:
-    """Ids and samples of the validation role in the datamodule's split plan (None without validation).
-
-    Ids are unique over the whole data set, so folds can be joined: image paths relative to the data
-    root (absolute when the images live elsewhere), or `<split>#<index>` for in-memory data.
-    """
-    roles = datamodule._roles  # the datamodule's plan: role -> (split, indices into that split)
-    if "val" not in roles:
-        return None
-    split, indices = roles["val"]
-    samples = datamodule._listed(split).subset(indices)
-    if samples.paths is not None:
-        root = Path(datamodule.source.root)
-        ids = [
-            (path.relative_to(root) if path.is_relative_to(root) else path).as_posix()
-            for path in samples.paths
-        ]
-        return ids, samples
-    return [f"{split}#{index}" for index in indices], samples
+    """Ids and samples of the validation role in the datamodule's split plan (None without validation)."""
+    samples = datamodule.samples("val")
+    return None if samples is None else (datamodule.sample_ids("val"), samples)
 
 
 def current_classifier(pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> TrainedClassifier:
