@@ -4,9 +4,7 @@ at several sizes and splits."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import lightning as L
 import pytest
@@ -17,7 +15,7 @@ from effnetv2.errors import CheckpointError
 from effnetv2.training.evaluation import datamodule_for, evaluate, module_from_checkpoint
 from effnetv2.training.pipeline import train
 from helpers.configs import compose_config
-from helpers.paths import ROOT
+from helpers.runs import run_train
 from helpers.tiny import TINY
 
 RUN = [*TINY, "trainer.max_epochs=1", "schedule=fixed", "trainer.limit_test_batches=3"]
@@ -33,9 +31,7 @@ def trained_run(tmp_path_factory) -> tuple:
 
 
 def run_eval_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    command = [sys.executable, "src/eval.py", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_train(*args, script="src/eval.py")
 
 
 def test_checkpoint_describes_model_data_and_eval_size(trained_run) -> None:

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 
 from effnetv2.training.pipeline import train
-from helpers.paths import ROOT
+from helpers.runs import run_train
 from helpers.tiny import TINY
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "src/train.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_train(*args, timeout=timeout)
 
 
 @pytest.mark.timeout(300)
