@@ -54,7 +54,7 @@ train: setup ## train the default model (EfficientNetV2-B0, progressive learning
 	$(PY) src/train.py $(ARGS)
 
 test: setup ## run the test suite (slow tests excluded; see test-all)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only: no slow tests, none that runs src/*.py or Python in a subprocess
 	$(PY) -m pytest -m "not slow and not subprocess" $(PYTEST_ARGS)

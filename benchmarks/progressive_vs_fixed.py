@@ -26,6 +26,11 @@ validation top-1 (at the evaluation size), which gives time-to-accuracy.
     python benchmarks/progressive_vs_fixed.py --jobs 2   # headline: JSON, markdown table, plot in benchmarks/
     python benchmarks/progressive_vs_fixed.py --report   # rebuild JSON, table and plot from the run folders
     python benchmarks/progressive_vs_fixed.py --quick    # plumbing check (minutes), output in outputs/
+    python benchmarks/progressive_vs_fixed.py --tune --jobs 2   # preset candidates vs fixed, validation only
+
+`--tune` compares candidate recipes for the `progressive` preset (CANDIDATES) with `fixed` on the
+validation split only: those runs skip the test split (`test=false`), so a recipe is never chosen on
+it. They write progressive_tuning.json/.md/.png.
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ import lightning as L
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 SCHEDULES = ("fixed", "progressive", "resize_only")
+# Candidates for the `progressive` preset (--tune): a name and the overrides that make it.
+CANDIDATES = {
+    # Half the epochs at the smallest size and no middle sizes: per-size costs of the headline run
+    # (a 32 px epoch 0.61 of a 64 px one, a 56 px one 0.98) predict ~0.8x fixed's training time.
+    "two_stages": ["schedule=progressive", "schedule.num_stages=2"],
+}
 # Pinned so that the recorded table does not move when the default run's recipe is retuned: the last
 # RandAugment magnitude per data set and one warm-up epoch.
 RANDAUG_MAGNITUDE = {"fashion_mnist": 3, "cifar10": 5}
@@ -107,10 +118,12 @@ def prepare_cifar10(archive: Path) -> bool:
 
 
 def overrides(schedule: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
+    recipe = CANDIDATES.get(schedule, [f"schedule={schedule}"])
     return [
         "model=v2_b0",
         f"data={args.dataset}",
-        f"schedule={schedule}",
+        *recipe,
+        f"test={not args.tune}",
         f"data.image_size={args.image_size}",
         f"data.eval_size={args.image_size}",
         f"data.subset={args.subset}",
@@ -188,7 +201,7 @@ def record(schedule: str, seed: int, run_dir: Path) -> dict:
     return {
         "schedule": schedule,
         "seed": seed,
-        "test_acc": metrics["test/acc"],
+        "test_acc": metrics.get("test/acc"),
         "best_val_acc": max(val.values()),
         "train_seconds": round(spent, 2),
         "train_wall_seconds": round(sum(e["seconds"] for e in epochs), 2),
@@ -241,6 +254,55 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
+def tuning_summary(runs: list[dict]) -> dict:
+    """Per recipe, validation only: final and best val top-1 (mean, min, max over seeds), training
+    CPU seconds and their ratio to `fixed`, val top-1 at the cheapest recipe's time budget."""
+    by: dict[str, list[dict]] = {}
+    for run in runs:
+        by.setdefault(run["schedule"], []).append(run)
+    budget = min(statistics.mean(r["train_seconds"] for r in group) for group in by.values())
+    fixed_seconds = statistics.mean(r["train_seconds"] for r in by["fixed"]) if "fixed" in by else None
+    recipes = {}
+    for name, group in by.items():
+        finals = [r["curve"][-1][1] for r in group]
+        seconds = statistics.mean(r["train_seconds"] for r in group)
+        recipes[name] = {
+            "seeds": [r["seed"] for r in group],
+            "final_val_acc_mean": statistics.mean(finals),
+            "final_val_acc_min": min(finals),
+            "final_val_acc_max": max(finals),
+            "best_val_acc_mean": statistics.mean(r["best_val_acc"] for r in group),
+            "train_seconds_mean": seconds,
+            "time_vs_fixed": seconds / fixed_seconds if fixed_seconds else None,
+            "val_acc_at_budget_mean": statistics.mean(accuracy_at(r["curve"], budget) for r in group),
+        }
+    return {"budget_seconds": budget, "recipes": recipes}
+
+
+def tuning_table(summary: dict) -> str:
+    header = ["recipe", "seeds", "final val top-1 mean (min-max)", "best val top-1", "train CPU s"]
+    header += ["vs fixed", "val top-1 at the budget"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name, r in summary["recipes"].items():
+        ratio = f"{r['time_vs_fixed']:.2f}x" if r["time_vs_fixed"] else "-"
+        cells = [
+            f"`{name}`",
+            str(len(r["seeds"])),
+            f"{100 * r['final_val_acc_mean']:.2f}% ({100 * r['final_val_acc_min']:.2f}-"
+            f"{100 * r['final_val_acc_max']:.2f})",
+            f"{100 * r['best_val_acc_mean']:.2f}%",
+            f"{r['train_seconds_mean']:.0f}",
+            ratio,
+            f"{100 * r['val_acc_at_budget_mean']:.2f}%",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        f"\nBudget: {summary['budget_seconds']:.0f} training CPU seconds (the cheapest recipe's mean). "
+        "Validation only: these runs skip the test split."
+    )
+    return "\n".join(lines)
+
+
 def table(summary: dict) -> str:
     """The README table: one row per schedule, figures from the JSON's summary."""
     header = ["schedule", "seeds", "test top-1 mean (min-max)", "train CPU s", "vs fixed"]
@@ -286,7 +348,7 @@ def cost_per_size(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], path: Path, subtitle: str) -> None:
+def plot(runs: list[dict], path: Path, subtitle: str, tuning: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,20 +361,22 @@ def plot(runs: list[dict], path: Path, subtitle: str) -> None:
         seconds = [point[0] for point in run["curve"]]
         accuracy = [100 * point[1] for point in run["curve"]]
         name = run["schedule"]
+        color, marker = colors.get(name, "tab:green"), markers.get(name, "D")
+        score = run["curve"][-1][1] if tuning else run["test_acc"]
         left.plot(
             seconds,
             accuracy,
-            color=colors[name],
-            marker=markers[name],
+            color=color,
+            marker=marker,
             markersize=3,
             linewidth=1,
             label=f"{name} seed {run['seed']}",
         )
         right.scatter(
             run["train_seconds"],
-            100 * run["test_acc"],
-            color=colors[name],
-            marker=markers[name],
+            100 * score,
+            color=color,
+            marker=marker,
             s=60,
             label=f"{name} seed {run['seed']}",
         )
@@ -321,10 +385,12 @@ def plot(runs: list[dict], path: Path, subtitle: str) -> None:
     left.set_title("time to accuracy (every epoch of every run)")
     left.legend(fontsize=7)
     right.set_xlabel("training CPU seconds")
-    right.set_ylabel("test top-1 (%)")
-    right.set_title("final test top-1 vs training time (up-left is better)")
+    what = "final validation top-1" if tuning else "test top-1"
+    right.set_ylabel(f"{what} (%)")
+    right.set_title(f"{what} vs training time (up-left is better)")
     right.legend(fontsize=7)
-    figure.suptitle(f"EfficientNetV2-B0: fixed vs progressive vs resize-only ({subtitle})")
+    compared = "progressive preset candidates vs fixed" if tuning else "fixed vs progressive vs resize-only"
+    figure.suptitle(f"EfficientNetV2-B0: {compared} ({subtitle})")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     print(f"plot: {path}")
@@ -343,7 +409,10 @@ def main() -> None:
     )
     parser.add_argument("--dataset", default="cifar10", choices=list(RANDAUG_MAGNITUDE))
     parser.add_argument("--cifar-archive", type=Path, default=CIFAR_ARCHIVE, help="cifar10-jpeg.tar.gz")
-    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    parser.add_argument(
+        "--tune", action="store_true", help="CANDIDATES vs fixed on validation only (progressive_tuning)"
+    )
+    parser.add_argument("--schedules", nargs="+", default=None, choices=[*SCHEDULES, *CANDIDATES])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--subset", type=int, default=7000, help="images drawn (stratified); 10%% validate")
@@ -357,11 +426,11 @@ def main() -> None:
         "--jobs", type=int, default=1, help="runs at once (each --threads threads); 2 on 2 cores"
     )
     parser.add_argument("--test-batches", type=int, default=None, help="test batches (default: all)")
-    parser.add_argument(
-        "--name", default="progressive_vs_fixed", help="names the JSON, table, plot, run folders"
-    )
+    parser.add_argument("--name", default=None, help="names the JSON, table, plot, run folders")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     args = parser.parse_args()
+    args.schedules = args.schedules or (["fixed", *CANDIDATES] if args.tune else list(SCHEDULES))
+    args.name = args.name or ("progressive_tuning" if args.tune else "progressive_vs_fixed")
     if args.quick:
         args.dataset, args.image_size, args.subset, args.epochs = "fashion_mnist", 32, 400, 4
         args.seeds, args.test_batches = [0], 4
@@ -376,21 +445,21 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda job: train(*job, args, out / f"{job[0]}-seed{job[1]}"), jobs))
     runs = [record(schedule, seed, out / f"{schedule}-seed{seed}") for schedule, seed in jobs]
-    summary = summarize(runs)
+    summary = tuning_summary(runs) if args.tune else summarize(runs)
     settings = (
         f"v2_b0, {args.dataset}, {args.image_size} px, {args.subset} images drawn (stratified; 10% of them "
         f"validate), {args.epochs} epochs, batch {args.batch_size}, {args.threads} torch thread(s), "
         f"{args.num_workers} loader workers, seeds {args.seeds}"
     )
-    markdown = f"Settings: {settings}\n\n{cost_per_size(runs)}\n\n{table(summary)}\n"
+    results_table = tuning_table(summary) if args.tune else table(summary)
+    markdown = f"Settings: {settings}\n\n{cost_per_size(runs)}\n\n{results_table}\n"
     print("\n" + markdown)
     folder = out if args.quick else ROOT / "benchmarks"
     results = folder / f"{args.name}.json"
     results.write_text(json.dumps({"settings": settings, "summary": summary, "runs": runs}, indent=1) + "\n")
     (folder / f"{args.name}.md").write_text(markdown)
-    plot(
-        runs, folder / f"{args.name}.png", f"{args.image_size} px, {args.epochs} epochs, {args.subset} images"
-    )
+    subtitle = f"{args.image_size} px, {args.epochs} epochs, {args.subset} images"
+    plot(runs, folder / f"{args.name}.png", subtitle, tuning=args.tune)
     print(f"results: {results}")
 
 

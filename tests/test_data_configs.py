@@ -13,8 +13,8 @@ from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.sources import FASHION_MNIST_ROOT
 from fixtures_data import image_files
 from helpers.configs import compose_config
-from helpers.environment import require
-from helpers.paths import CONF_DIR
+from helpers.environment import require, train_env
+from helpers.paths import CONF_DIR, ROOT
 
 pytest_plugins = ["fixtures_data"]
 
@@ -41,6 +41,14 @@ def test_fashion_mnist_config(tmp_path: Path) -> None:
     images, labels = next(iter(datamodule.train_dataloader()))
     assert images.shape == (8, 1, 32, 32) and labels.dtype == torch.int64
     assert Path(cfg.data.beton_dir) == Path(cfg.paths.data_dir) / "betons"
+
+
+def test_test_runs_keep_betons_and_outputs_outside_the_checkout(tmp_path: Path) -> None:
+    """Betons written by tests went to the checkout's data/betons, where a later test on other data
+    found them (and a user found test images); now each test session has its own project root."""
+    cfg = compose_config("prepare_data", ["data=image_folder", f"data.root={tmp_path}"], tmp_path / "run")
+    assert not Path(cfg.data.beton_dir).resolve().is_relative_to(ROOT)
+    assert not Path(train_env()["PROJECT_ROOT"]).resolve().is_relative_to(ROOT)
 
 
 @pytest.mark.parametrize("name", ["image_folder", "cifar10", "csv"])

@@ -191,14 +191,14 @@ def test_ddp_hung_rank_is_an_error_naming_the_rank_and_step(tmp_path) -> None:
     """Rank 1 stalls after step 2; rank 0 waits in the next gradient all-reduce until the process-group
     timeout and fails with one line naming itself and the step, and the job ends."""
     run_dir, probe, log = tmp_path / "run", tmp_path / "probe", tmp_path / "ddp.log"
-    overrides = ddp_run(run_dir, probe, "data.subset=80", "trainer.strategy.timeout_s=60")
+    overrides = ddp_run(run_dir, probe, "data.subset=80", "trainer.strategy.timeout_s=30")
     overrides += ["+callbacks.stall._target_=helpers.probes.StallRank", f"+callbacks.stall.outdir={probe}"]
     process = start_train(*overrides, log=log)
     process.wait(timeout=400)
     output = log.read_text()
     assert process.returncode not in (0, None), output[-5000:]
     assert re.search(
-        r"error: rank 0 of 2 waited 60 s for the other ranks in a collective at global step 2 ", output
+        r"error: rank 0 of 2 waited 30 s for the other ranks in a collective at global step 2 ", output
     ), output[-5000:]
     deadline = time.monotonic() + 60
     while group_alive(process.pid):

@@ -20,6 +20,8 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def load_benchmark(name: str) -> ModuleType:
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks import their siblings, as when run
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
@@ -29,6 +31,10 @@ def load_benchmark(name: str) -> ModuleType:
 
 def progressive_vs_fixed(benchmark: ModuleType, results: dict) -> str:
     return benchmark.table(results["summary"])
+
+
+def progressive_tuning(benchmark: ModuleType, results: dict) -> str:
+    return benchmark.tuning_table(results["summary"])
 
 
 def model_throughput(benchmark: ModuleType, results: dict) -> str:
@@ -51,21 +57,29 @@ def default_run(benchmark: ModuleType, results: dict) -> str:
     return benchmark.table(results)
 
 
+def fashion_mnist_loader(benchmark: ModuleType, results: dict) -> str:
+    return benchmark.markdown(results)
+
+
 # block name -> (benchmark whose JSON it shows, the function that renders it)
 TABLES: dict[str, tuple[str, Callable[[ModuleType, dict], str]]] = {
     "progressive_vs_fixed": ("progressive_vs_fixed", progressive_vs_fixed),
+    "progressive_tuning": ("progressive_vs_fixed", progressive_tuning),
     "model_throughput": ("model_throughput", model_throughput),
     "model_throughput_full": ("model_throughput", model_throughput_full),
     "finetune_vs_scratch": ("finetune_vs_scratch", finetune_vs_scratch),
     "loader_scaling": ("loader_scaling", loader_scaling),
     "default_run": ("default_run", default_run),
+    "fashion_mnist_loader": ("fashion_mnist_loader", fashion_mnist_loader),
 }
+# block name -> its JSON in benchmarks/ where that is not its script's own (one script, two experiments)
+RESULT_FILES = {"progressive_tuning": "progressive_tuning"}
 
 
 def render(name: str) -> str:
     """The table block `name` as its benchmark's JSON gives it."""
     script, function = TABLES[name]
-    results = json.loads((ROOT / "benchmarks" / f"{script}.json").read_text())
+    results = json.loads((ROOT / "benchmarks" / f"{RESULT_FILES.get(name, script)}.json").read_text())
     return function(load_benchmark(script), results)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -20,7 +21,7 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0
-        cfg.paths.root_dir = str(ROOT)
+        cfg.paths.root_dir = os.environ.get("PROJECT_ROOT", str(ROOT))
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
