@@ -72,6 +72,7 @@ def main() -> None:
     )
     parser.add_argument("--report", type=Path, help="a finished run folder of the default run")
     parser.add_argument("--load-before", default=None, help="with --report: the load average before it")
+    parser.add_argument("--load-after", default=None, help="with --report: the load average after it")
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument("overrides", nargs="*", help="extra src/train.py overrides (none: the default run)")
     args = parser.parse_args()
@@ -83,7 +84,7 @@ def main() -> None:
         command = [sys.executable, "src/train.py", *args.overrides, f"hydra.run.dir={run_dir}"]
         if subprocess.run(command, cwd=ROOT).returncode != 0:
             sys.exit(f"the default run failed: see {run_dir}/train.log")
-    result = record(run_dir, before, load_average(), args.note)
+    result = record(run_dir, before, args.load_after or load_average(), args.note)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
 

@@ -7,8 +7,8 @@ device. What limits scaling: FFCV's RandAugment stage timed on one batch with 1 
 share of its time that holds the GIL follows from Amdahl's law, t2 = t1 * (g + (1 - g) / 2), so
 g = 2 * t2 / t1 - 1 (0: scales perfectly, 1: fully serialised).
 
-Then the Fashion-MNIST default (in memory, 28 -> 32 px, batch 256): each loader alone and
-EfficientNetV2-B0 training steps fed by it (SGD, 2 torch threads), to choose that config's loader.
+Which loader the Fashion-MNIST default uses is measured on whole default runs instead
+(benchmarks/fashion_mnist_loader.py).
 
     python benchmarks/loader_scaling.py            # a few minutes on 2 cores
     python benchmarks/loader_scaling.py --quick    # plumbing check, no Fashion-MNIST (the test runs it)
@@ -37,8 +37,6 @@ import torch  # noqa: E402
 from effnetv2.data.betons import choose_loader  # noqa: E402
 from effnetv2.data.datamodule import ImageDataModule  # noqa: E402
 from effnetv2.data.randaugment import RandAugment  # noqa: E402
-from effnetv2.data.sources import FASHION_MNIST_ROOT  # noqa: E402
-from effnetv2.models import create_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -115,48 +113,6 @@ def randaugment_gil_share(size: int, batch: int, repeats: int) -> dict[str, floa
     return {"seconds_1_thread": seconds[1], "seconds_2_threads": seconds[2], "gil_share": share}
 
 
-def fashion_mnist(
-    loader: str, beton_dir: Path, subset: int | None, steps: int, epochs: int
-) -> dict[str, float]:
-    """The Fashion-MNIST default's loader alone, then B0 training steps at 32 px fed by it."""
-    ops = [
-        "Identity",
-        "Rotate",
-        "Contrast",
-        "Brightness",
-        "Sharpness",
-        "ShearX",
-        "ShearY",
-        "TranslateX",
-        "TranslateY",
-    ]
-    datamodule = ImageDataModule(loader=loader, subset=subset, batch_size=256, num_workers=2,
-                                 beton_dir=str(beton_dir), beton_write_mode="raw", randaug_magnitude=1,
-                                 randaug_ops=ops, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
-                                 crop_pct=1.0)  # fmt: skip
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    loader_rate = images_per_second(datamodule, epochs)
-    torch.set_num_threads(2)
-    model = create_model("v2_b0", num_classes=10, in_chans=1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    done, start = 0, None
-    while done < steps + 2:
-        for images, labels in datamodule.train_dataloader():
-            if done == 2:
-                start, counted = time.perf_counter(), 0  # after two warm-up steps
-            loss = torch.nn.functional.cross_entropy(model(datamodule.normalize(images)), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if done >= 2:
-                counted += len(labels)
-            done += 1
-            if done >= steps + 2:
-                break
-    return {"loader_images_per_s": loader_rate, "train_images_per_s": counted / (time.perf_counter() - start)}
-
-
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"RandAugment 2 ops at magnitude 10, batch 32, {result['images']} generated JPEGs; loader alone "
@@ -178,14 +134,6 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {size} px, batch 32 | {row['seconds_1_thread']:.3f} | {row['seconds_2_threads']:.3f} | "
                 f"{row['gil_share']:.0%} |"
             )
-    if result["fashion_mnist"]:
-        subset = result["fashion_subset"] or "all 54,000"
-        lines += ["", f"Fashion-MNIST default ({subset} train images, batch 256, 32 px, 2 workers), "
-                  f"B0 training over "
-                  f"{result['train_steps']} steps (2 torch threads):", "",
-                  "| loader | loader alone (images/s) | training (images/s) |", "|---|---|---|"]  # fmt: skip
-        for name, row in result["fashion_mnist"].items():
-            lines.append(f"| {name} | {row['loader_images_per_s']:.0f} | {row['train_images_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -196,8 +144,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and counts: checks the plumbing")
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--fashion-subset", type=int, default=None, help="Fashion-MNIST train images (all)")
     parser.add_argument(
         "--out", type=Path, default=None, help="where images and betons go (default: a temp dir)"
     )
@@ -206,7 +152,6 @@ def main() -> None:
     sizes = (32, 48) if args.quick else (128, 224)
     images = 16 if args.quick else args.images
     epochs = 1 if args.quick else args.epochs
-    steps = 2 if args.quick else args.train_steps
     loaders = ["torch"] + (["ffcv"] if choose_loader("auto")[0] == "ffcv" else [])
     with tempfile.TemporaryDirectory() as temporary:
         out = args.out or Path(temporary)
@@ -227,22 +172,12 @@ def main() -> None:
             for size in sizes:
                 gil[str(size)] = randaugment_gil_share(size, 32, 3 if args.quick else 10)
                 print(f"RandAugment stage {size}px: {gil[str(size)]}", flush=True)
-        fashion = {}
-        if not args.quick and Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file():
-            for loader in loaders:
-                fashion[loader] = fashion_mnist(
-                    loader, out / "betons", 1024 if args.quick else None, steps, epochs
-                )
-                print(f"fashion_mnist {loader}: {fashion[loader]}", flush=True)
     result = {
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}",
         "images": images,
         "epochs": epochs,
-        "train_steps": steps,
-        "fashion_subset": args.fashion_subset,
         "scaling": scaling,
         "gil": gil,
-        "fashion_mnist": fashion,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "loader_scaling.json").write_text(json.dumps(result, indent=2) + "\n")
