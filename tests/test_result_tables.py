@@ -91,3 +91,14 @@ def test_fine_tuning_recipes_are_chosen_on_validation_alone() -> None:
     assert benchmark.choose(scrambled) == data["chosen"]
     assert {r["start"] for r in data["results"]} == {"scratch", "fine-tuned"}
     assert len({r["seed"] for r in data["results"]}) >= 2
+
+
+def test_progressive_tuning_is_chosen_on_validation_alone() -> None:
+    """The tuning runs skip the test split, and the summary is the runs' own."""
+    benchmark = TABLES.load_benchmark("progressive_vs_fixed")
+    data = results("progressive_tuning")
+    assert benchmark.tuning_summary(data["runs"]) == data["summary"]
+    assert all(run["test_acc"] is None for run in data["runs"])
+    assert "fixed" in data["summary"]["recipes"] and set(data["summary"]["recipes"]) - {"fixed"} <= set(
+        benchmark.CANDIDATES
+    )
