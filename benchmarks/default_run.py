@@ -35,9 +35,14 @@ def log_seconds(run_dir: Path) -> float:
     return (stamps[-1] - stamps[0]).total_seconds()
 
 
+def current_commit() -> str:
+    """The checkout's short commit hash, recorded beside each measurement."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return commit.stdout.strip()
+
+
 def record(run_dir: Path, load_before: str, load_after: str, note: str) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return {
         "test_acc": metrics["test/acc"],
         "val_acc": metrics["val/acc"],
@@ -45,7 +50,7 @@ def record(run_dir: Path, load_before: str, load_after: str, note: str) -> dict:
         "load_average_before": load_before,
         "load_average_after": load_after,
         "cores": os.cpu_count(),
-        "commit": commit.stdout.strip(),
+        "commit": current_commit(),
         "note": note,
     }
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from default_run import load_average, log_seconds
+from default_run import current_commit, load_average, log_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks"
@@ -109,10 +109,9 @@ def main() -> None:
     overrides = QUICK if args.quick else []
     beton_seconds = write_betons(overrides) if "ffcv" in args.loaders else 0.0
     runs = [run(loader, overrides, args.out) for loader in args.loaders]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {
         "machine": f"{os.cpu_count()} CPU cores",
-        "commit": commit.stdout.strip(),
+        "commit": current_commit(),
         "overrides": overrides,
         "beton_seconds": round(beton_seconds, 1),
         "runs": runs,

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -217,13 +218,23 @@ def accuracy_at(curve: list[list[float]], budget: float) -> float:
     return reached[-1] if reached else 0.0
 
 
+def group_runs(runs: list[dict], order: Iterable[str]) -> dict[str, list[dict]]:
+    """The runs of each schedule (or recipe) in `order`, leaving out those without runs."""
+    return {
+        s: [r for r in runs if r["schedule"] == s] for s in order if any(r["schedule"] == s for r in runs)
+    }
+
+
+def cheapest_mean_seconds(by: dict[str, list[dict]]) -> float:
+    """The time budget of the comparisons: the cheapest group's mean training seconds."""
+    return min(statistics.mean(r["train_seconds"] for r in group) for group in by.values())
+
+
 def summarize(runs: list[dict]) -> dict:
     """Per schedule: mean and range of test top-1 and training seconds, validation top-1 at the budget
     of the cheapest schedule, and the verdicts of the claim (the issue's targets)."""
-    by = {
-        s: [r for r in runs if r["schedule"] == s] for s in SCHEDULES if any(r["schedule"] == s for r in runs)
-    }
-    budget = min(statistics.mean(r["train_seconds"] for r in group) for group in by.values())
+    by = group_runs(runs, SCHEDULES)
+    budget = cheapest_mean_seconds(by)
     schedules = {}
     for name, group in by.items():
         tests = [r["test_acc"] for r in group]
@@ -257,10 +268,8 @@ def summarize(runs: list[dict]) -> dict:
 def tuning_summary(runs: list[dict]) -> dict:
     """Per recipe, validation only: final and best val top-1 (mean, min, max over seeds), training
     CPU seconds and their ratio to `fixed`, val top-1 at the cheapest recipe's time budget."""
-    by: dict[str, list[dict]] = {}
-    for run in runs:
-        by.setdefault(run["schedule"], []).append(run)
-    budget = min(statistics.mean(r["train_seconds"] for r in group) for group in by.values())
+    by = group_runs(runs, dict.fromkeys(r["schedule"] for r in runs))
+    budget = cheapest_mean_seconds(by)
     fixed_seconds = statistics.mean(r["train_seconds"] for r in by["fixed"]) if "fixed" in by else None
     recipes = {}
     for name, group in by.items():
