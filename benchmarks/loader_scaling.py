@@ -1,11 +1,13 @@
 """How the loaders scale with CPU workers/threads with RandAugment on (issue 13, item 3).
 
 On a generated JPEG folder (written by this script under --out), images/s of the torch loader
-(worker processes) and the FFCV loader (threads) at 128 and 224 px, RandAugment 2 ops at magnitude
-10, with 1 and 2 workers; each number is the loader alone, its uint8 batches normalised as on the
-device. What limits scaling: FFCV's RandAugment stage timed on one batch with 1 and 2 threads; the
-share of its time that holds the GIL follows from Amdahl's law, t2 = t1 * (g + (1 - g) / 2), so
-g = 2 * t2 / t1 - 1 (0: scales perfectly, 1: fully serialised).
+and the FFCV loader at 128 and 224 px, RandAugment 2 ops at magnitude 10, with 1 and 2 workers (both
+loaders augment in worker processes; FFCV decodes in threads); each number is the loader alone, its
+uint8 batches normalised as on the device. What limits scaling: FFCV's RandAugment stage timed on
+one batch in the calling thread, in 2 threads (the earlier design) and in 2 worker processes (the
+stage now); the share of its time that does not run in parallel follows from Amdahl's law,
+t2 = t1 * (g + (1 - g) / 2), so g = 2 * t2 / t1 - 1 (0: scales perfectly, 1: fully serialised).
+With threads that share is the GIL's.
 
 Which loader the Fashion-MNIST default uses is measured on whole default runs instead
 (benchmarks/fashion_mnist_loader.py).
@@ -25,6 +27,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +38,13 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from effnetv2.data.augment_pool import AugmentPool, augment_images  # noqa: E402
 from effnetv2.data.betons import choose_loader  # noqa: E402
 from effnetv2.data.datamodule import ImageDataModule  # noqa: E402
 from effnetv2.data.randaugment import RandAugment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+STAGE_BATCH = 128  # a GPU run's per-process batch; the loaders above run batch 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -92,25 +98,59 @@ def folder_module(
     return datamodule
 
 
-def randaugment_gil_share(size: int, batch: int, repeats: int) -> dict[str, float]:
-    """FFCV's RandAugment stage on one uint8 batch with 1 and 2 threads: seconds and the GIL share."""
-    from effnetv2.data.ffcv_loader import RandAugmentOp
+def median_seconds(call: Callable[[], Any], repeats: int) -> float:
+    call()  # warm-up (worker processes start here)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
 
+
+def serial_share(one: float, two: float) -> float:
+    """Amdahl: t2 = t1 * (g + (1 - g) / 2), so g = 2 * t2 / t1 - 1 (0: scales, 1: serialised)."""
+    return min(1.0, max(0.0, 2 * two / one - 1))
+
+
+def randaugment_stage(size: int, batch: int, repeats: int) -> dict[str, float]:
+    """FFCV's RandAugment stage on one uint8 batch: in the calling thread, in 2 threads (the earlier
+    design, rebuilt here for comparison) and in 2 worker processes (`AugmentPool`, the stage now)."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     destination = np.empty_like(images)
-    seconds = {}
-    for threads in (1, 2):
-        augment = RandAugmentOp(RandAugment(2, 10.0), threads).generate_code()
-        augment(images, destination)  # warm-up
-        timings = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            augment(images, destination)
-            timings.append(time.perf_counter() - start)
-        seconds[threads] = statistics.median(timings)
-    share = min(1.0, max(0.0, 2 * seconds[2] / seconds[1] - 1))
-    return {"seconds_1_thread": seconds[1], "seconds_2_threads": seconds[2], "gil_share": share}
+    seeds = rng.integers(0, 2**32, batch)
+    halves = [(0, batch // 2), (batch // 2, batch)]
+    copies = [RandAugment(2, 10.0) for _ in halves]  # one per thread: a transform's RNG is not shared
+
+    def in_threads(pool: ThreadPoolExecutor) -> None:
+        jobs = [
+            pool.submit(augment_images, copy, images[a:b], destination[a:b], seeds[a:b], None)
+            for copy, (a, b) in zip(copies, halves)
+        ]
+        for job in jobs:
+            job.result()
+
+    threads_before = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one core per thread, as in each worker process
+    try:
+        one = median_seconds(lambda: augment_images(copies[0], images, destination, seeds, None), repeats)
+        with ThreadPoolExecutor(2) as threads:
+            two_threads = median_seconds(lambda: in_threads(threads), repeats)
+    finally:
+        cv2.setNumThreads(threads_before)
+    processes = AugmentPool(RandAugment(2, 10.0), 2)
+    try:
+        two_processes = median_seconds(lambda: processes(images, destination), repeats)
+    finally:
+        processes.close()
+    return {
+        "seconds_1_thread": one,
+        "seconds_2_threads": two_threads,
+        "gil_share": serial_share(one, two_threads),
+        "seconds_2_processes": two_processes,
+        "serial_share_processes": serial_share(one, two_processes),
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -126,13 +166,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row['loader']} | {row['size']} | {row['workers_1']:.0f} | {row['workers_2']:.0f} | "
             f"{row['workers_2'] / row['workers_1']:.2f}x |"
         )
-    if result["gil"]:
-        lines += ["", "| FFCV RandAugment stage, one batch | 1 thread (s) | 2 threads (s) | GIL share |",
-                  "|---|---|---|---|"]  # fmt: skip
-        for size, row in result["gil"].items():
+    if result["stage"]:
+        lines += [
+            "",
+            "| FFCV RandAugment stage, one batch | 1 thread (ms) | 2 threads (ms) | GIL share "
+            "| 2 processes (ms) | serial share |",
+            "|---|---|---|---|---|---|",
+        ]
+        for size, row in result["stage"].items():
             lines.append(
-                f"| {size} px, batch 32 | {row['seconds_1_thread']:.3f} | {row['seconds_2_threads']:.3f} | "
-                f"{row['gil_share']:.0%} |"
+                f"| {size} px, batch {result['stage_batch']} | {1000 * row['seconds_1_thread']:.1f} | "
+                f"{1000 * row['seconds_2_threads']:.1f} | {row['gil_share']:.0%} | "
+                f"{1000 * row['seconds_2_processes']:.1f} | {row['serial_share_processes']:.0%} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -142,8 +187,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and counts: checks the plumbing")
-    parser.add_argument("--images", type=int, default=384)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument(
         "--out", type=Path, default=None, help="where images and betons go (default: a temp dir)"
     )
@@ -167,17 +212,18 @@ def main() -> None:
                     rates[workers] = images_per_second(datamodule, epochs)
                     print(f"{loader} {size}px {workers} worker(s): {rates[workers]:.0f} images/s", flush=True)
                 scaling.append({"loader": loader, "size": size, "workers_1": rates[1], "workers_2": rates[2]})
-        gil = {}
+        stage = {}
         if "ffcv" in loaders:
             for size in sizes:
-                gil[str(size)] = randaugment_gil_share(size, 32, 3 if args.quick else 10)
-                print(f"RandAugment stage {size}px: {gil[str(size)]}", flush=True)
+                stage[str(size)] = randaugment_stage(size, STAGE_BATCH, 3 if args.quick else 20)
+                print(f"RandAugment stage {size}px: {stage[str(size)]}", flush=True)
     result = {
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}",
         "images": images,
         "epochs": epochs,
         "scaling": scaling,
-        "gil": gil,
+        "stage_batch": STAGE_BATCH,
+        "stage": stage,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "loader_scaling.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from effnetv2.data import transforms
 from effnetv2.data.betons import info_path
 from effnetv2.data.datamodule import ImageDataModule
 from effnetv2.data.randaugment import RandAugment
@@ -67,14 +68,17 @@ def beton_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("betons")
 
 
-@pytest.fixture
-def magnitude_spy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RandAugment returns an image filled with 10 x the magnitude it was called with."""
+class MagnitudeSpy(RandAugment):
+    """Returns an image filled with 10 x the magnitude it was called with (in the augmentation worker
+    processes too: they import this module to unpickle it)."""
 
-    def apply(self: RandAugment, img: np.ndarray, magnitude: float, **params: Any) -> np.ndarray:
+    def apply(self, img: np.ndarray, magnitude: float, **params: Any) -> np.ndarray:  # type: ignore[override]
         return np.full_like(img, int(round(magnitude * 10)))
 
-    monkeypatch.setattr(RandAugment, "apply", apply)
+
+@pytest.fixture
+def magnitude_spy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transforms, "RandAugment", MagnitudeSpy)
 
 
 def test_labels_round_trip_exactly_through_a_beton(colour_folder: Path, tmp_path: Path) -> None:
@@ -268,7 +272,7 @@ def test_an_error_in_the_loader_thread_raises_instead_of_hanging(
     datamodule = ffcv_module(colour_folder, beton_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    monkeypatch.setattr(ffcv_loader, "RandAugmentOp", lambda randaugment, threads: FailingOp())
+    monkeypatch.setattr(ffcv_loader, "RandAugmentOp", lambda *args: FailingOp())
     loader = datamodule.train_dataloader()
     with pytest.raises(DataError, match="loader thread stopped"):
         next(iter(loader))

@@ -24,3 +24,6 @@ def test_quick_mode_writes_json_and_table(tmp_path: Path) -> None:
     assert {row["size"] for row in measured["scaling"]} == {32, 48}
     assert all(row["workers_1"] > 0 and row["workers_2"] > 0 for row in measured["scaling"])
     assert "| torch | 32 |" in (tmp_path / "loader_scaling.md").read_text()
+    for row in measured["stage"].values():  # FFCV's RandAugment stage, where FFCV is installed
+        assert min(row["seconds_1_thread"], row["seconds_2_threads"], row["seconds_2_processes"]) > 0
+        assert 0 <= row["gil_share"] <= 1 and 0 <= row["serial_share_processes"] <= 1

@@ -12,8 +12,8 @@ install advice without it (`ffcv_writer` takes its FFCV names from here for that
 - An exception in FFCV's loader thread leaves the training loop waiting forever; our iterator
   polls the thread and raises DataError instead.
 - The image size changes by setting the decoder's `output_size` between epochs (buffers are
-  re-allocated per epoch, nothing is recompiled). RandAugment runs as a Python stage whose
-  magnitude is read on every call.
+  re-allocated per epoch, nothing is recompiled). RandAugment runs as a Python stage in worker
+  processes (`augment_pool`), its magnitude sent with every batch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import queue
 import weakref
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import albumentations as A
 import numpy as np
 import torch
 
+from effnetv2.data.augment_pool import AugmentPool
 from effnetv2.data.randaugment import RandAugment
 from effnetv2.data.transforms import Augmentation
 from effnetv2.errors import DataError
@@ -93,36 +93,18 @@ class RandAugmentOp(Operation):
     """Plain-Python stage: RandAugment (or the extra transforms' Compose) on each uint8 H x W x 3 image
     of the batch; the image keeps its size.
 
-    Runs in FFCV's loader thread; `num_threads` threads share the batch, which pays off when cv2
-    (which releases the GIL) dominates, i.e. at larger image sizes.
+    Runs in FFCV's loader thread, handing the batch to `processes` worker processes (`AugmentPool`):
+    threads would serialise on the GIL (docs/data.md, "Loader scaling"). One process: in the thread.
     """
 
-    def __init__(self, randaugment: RandAugment | A.Compose, num_threads: int) -> None:
+    def __init__(
+        self, transform: RandAugment | A.Compose, processes: int, seed: int | Sequence[int] = 0
+    ) -> None:
         super().__init__()
-        self.randaugment = randaugment
-        self.num_threads = max(1, num_threads)
-        self.pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="randaugment")
+        self.pool = AugmentPool(transform, processes, seed)
 
     def generate_code(self) -> Any:
-        randaugment, pool, num_threads = self.randaugment, self.pool, self.num_threads
-
-        def augment_range(images: np.ndarray, destination: np.ndarray, start: int, stop: int) -> None:
-            for i in range(start, stop):
-                destination[i] = randaugment(image=images[i])["image"]
-
-        def augment(images: np.ndarray, destination: np.ndarray) -> np.ndarray:
-            count = len(images)
-            bounds = np.linspace(0, count, num_threads + 1).astype(int)
-            jobs = [
-                pool.submit(augment_range, images, destination, a, b)
-                for a, b in zip(bounds, bounds[1:])
-                if b > a
-            ]
-            for job in jobs:
-                job.result()
-            return destination[:count]
-
-        return augment
+        return self.pool
 
     def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
         return replace(previous_state, jit_mode=False), AllocationQuery(
@@ -213,10 +195,12 @@ class FFCVLoader:
             )
             if augmentation.hflip:
                 compiled.append(RandomHorizontalFlip())
+            # Augmentation seeds differ per rank (the same seed orders the samples on every rank).
+            rank = torch.distributed.get_rank() if distributed and torch.distributed.is_initialized() else 0
             if randaugment is not None and randaugment.num_ops > 0:
-                python.append(RandAugmentOp(randaugment, num_workers))
+                python.append(RandAugmentOp(randaugment, num_workers, (seed, rank, 0)))
             if augmentation.extra_transforms:  # after RandAugment as on the torch path
-                python.append(RandAugmentOp(A.Compose(augmentation.extra(), seed=seed), num_workers))
+                python.append(RandAugmentOp(A.Compose(augmentation.extra()), num_workers, (seed, rank, 1)))
         else:
             self.decoder = CenterCropRGBImageDecoder(size, ratio=augmentation.crop_pct)
         pipelines = {

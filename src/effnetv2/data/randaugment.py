@@ -337,3 +337,8 @@ class RandAugment(A.ImageOnlyTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("num_ops", "magnitude", "ops", "fill", "policy")
+
+    def __reduce__(self) -> tuple[type[RandAugment], tuple[Any, ...]]:
+        """Pickled by its arguments (its operation table holds closures): augmentation worker
+        processes (`augment_pool`) and spawned DataLoader workers get a copy this way."""
+        return type(self), (self.num_ops, self.magnitude, self.ops, self.fill, self.policy, self.p)
