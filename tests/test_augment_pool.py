@@ -100,3 +100,10 @@ def test_close_stops_the_workers_and_frees_the_shared_buffer() -> None:
     pool.close()
     assert [process.returncode for process in workers] == [0, 0]
     assert not (Path("/dev/shm") / name.lstrip("/")).exists()
+
+
+def test_a_transform_that_cannot_be_pickled_is_named() -> None:
+    pool = AugmentPool(A.Lambda(image=lambda image, **params: image), 2)
+    with pytest.raises(DataError, match=r"cannot be pickled.*data.num_workers=1"):
+        augmented(pool, batch())
+    pool.close()

@@ -51,7 +51,7 @@ def augment_images(
 class _Worker:
     """One worker process and its two pipes."""
 
-    def __init__(self, transform: Transform) -> None:
+    def __init__(self, transform: bytes) -> None:
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "effnetv2.data.augment_pool"],
@@ -63,9 +63,9 @@ class _Worker:
         self.replies: BinaryIO = self.process.stdout  # type: ignore[assignment]
         self.send(transform)
 
-    def send(self, message: Any) -> None:
+    def send(self, pickled: bytes) -> None:
         try:
-            pickle.dump(message, self.tasks, protocol=pickle.HIGHEST_PROTOCOL)
+            self.tasks.write(pickled)
             self.tasks.flush()
         except (BrokenPipeError, OSError):
             raise self.died() from None
@@ -79,7 +79,11 @@ class _Worker:
             raise DataError(f"augmentation failed in worker process {self.process.pid}:\n{detail}")
 
     def died(self) -> DataError:
-        code = self.process.wait(_STOP_SECONDS)
+        try:
+            code = self.process.wait(_STOP_SECONDS)
+        except subprocess.TimeoutExpired:  # alive but its pipes broken: end it
+            self.process.kill()
+            code = self.process.wait()
         return DataError(
             f"augmentation worker process {self.process.pid} exited with code {code} (its error, if any, "
             "is printed above); out of memory or killed from outside? Fewer data.num_workers uses fewer"
@@ -148,9 +152,8 @@ class AugmentPool:
             try:
                 for worker, start, stop in zip(self._workers, bounds, bounds[1:]):
                     if stop > start:
-                        worker.send(
-                            (name, batch.shape, batch.dtype.str, start, stop, seeds[start:stop], magnitude)
-                        )
+                        task = (name, batch.shape, batch.dtype.str, start, stop, seeds[start:stop], magnitude)
+                        worker.send(pickle.dumps(task, protocol=5))
                         busy.append(worker)
                 for worker in busy:
                     worker.receive()
@@ -173,8 +176,16 @@ class AugmentPool:
         return batch
 
     def _start_workers(self) -> None:
-        if not self._workers:
-            self._workers.extend(_Worker(self.transform) for _ in range(self.processes))
+        if self._workers:
+            return
+        try:
+            transform = pickle.dumps(self.transform, protocol=5)
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            raise DataError(
+                f"{self.transform!r} cannot be pickled, so it cannot run in augmentation worker processes "
+                f"({error}); use transforms built from the config (no lambdas), or data.num_workers=1"
+            ) from error
+        self._workers.extend(_Worker(transform) for _ in range(self.processes))
 
     def close(self) -> None:
         """Stop the workers and free the shared buffer."""
@@ -213,7 +224,7 @@ def serve(tasks: BinaryIO, replies: BinaryIO) -> None:
             reply: tuple[str, str | None] = ("ok", None)
         except Exception:  # noqa: BLE001  (sent to the parent, which raises it as DataError)
             reply = ("error", traceback.format_exc())
-        pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(reply, replies, protocol=5)
         replies.flush()
     if buffer is not None:
         buffer.close()
