@@ -368,12 +368,15 @@ def plot(runs: list[dict], path: Path, subtitle: str, tuning: bool = False) -> N
 
     colors = {"fixed": "tab:gray", "progressive": "tab:red", "resize_only": "tab:blue"}
     markers = {"fixed": "s", "progressive": "o", "resize_only": "^"}
+    for candidate, color, marker in zip(CANDIDATES, ["tab:green", "tab:purple", "tab:orange"], "Dvp"):
+        colors.setdefault(candidate, color)
+        markers.setdefault(candidate, marker)
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     for run in runs:
         seconds = [point[0] for point in run["curve"]]
         accuracy = [100 * point[1] for point in run["curve"]]
         name = run["schedule"]
-        color, marker = colors.get(name, "tab:green"), markers.get(name, "D")
+        color, marker = colors.get(name, "tab:olive"), markers.get(name, "*")
         score = run["curve"][-1][1] if tuning else run["test_acc"]
         left.plot(
             seconds,

@@ -124,7 +124,7 @@ def test_ddp_ffcv_loader_with_progressive_learning(tmp_path, colour_folder) -> N
         "data.loader=ffcv",
         f"data.beton_dir={tmp_path / 'betons'}",
         "data.subset=null",
-        "data.num_workers=1",
+        "data.num_workers=2",  # the data config's: RandAugment in 2 worker processes per rank
         "data.image_size=32",
         "data.eval_size=32",
     ]
