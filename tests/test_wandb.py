@@ -8,10 +8,12 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from google.protobuf.message import DecodeError
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
@@ -59,6 +61,20 @@ def read_wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
             record.ParseFromString(pending)
             records.append(record)
     return records
+
+
+def finished_run_records(path: Path, timeout_s: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records of a run finished in this process: `wandb.finish()` returns before W&B's service
+    has flushed the file (under load the test read it empty), so wait for the run's `exit` record."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            records = read_wandb_records(path)
+        except DecodeError:  # read while a record was half written
+            records = []
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 def summarize_run(run_dir: Path) -> dict:
@@ -208,7 +224,7 @@ def test_online_runs_log_the_best_checkpoint_as_a_model_artifact(
         finish_wandb()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     (wandb_file,) = run_dir.glob("run-*.wandb")
-    records = read_wandb_records(wandb_file)
+    records = finished_run_records(wandb_file)
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     models = [a for a in artifacts if a.type == "model"]
     assert models, f"no model artifact logged: {[r.WhichOneof('record_type') for r in records]}"
