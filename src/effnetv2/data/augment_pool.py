@@ -201,6 +201,21 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     return buffer
 
 
+def _augment_in_place(
+    transform: Transform,
+    buffer: shared_memory.SharedMemory,
+    shape: tuple[int, ...],
+    dtype: str,
+    part: slice,
+    seeds: np.ndarray,
+    magnitude: float | None,
+) -> None:
+    """Augment `part` of the batch in `buffer`; the array over the buffer ends with this call, so the
+    buffer can be closed afterwards even when the transform raised."""
+    batch = np.ndarray(shape, np.dtype(dtype), buffer=buffer.buf)
+    augment_images(transform, batch[part], batch[part], seeds, magnitude)
+
+
 def serve(tasks: BinaryIO, replies: BinaryIO) -> None:
     """The worker's loop: a pickled transform, then tasks until the parent closes `tasks`."""
     import cv2
@@ -218,9 +233,7 @@ def serve(tasks: BinaryIO, replies: BinaryIO) -> None:
                 if buffer is not None:
                     buffer.close()
                 buffer = _attach(name)
-            batch = np.ndarray(shape, np.dtype(dtype), buffer=buffer.buf)
-            augment_images(transform, batch[start:stop], batch[start:stop], seeds, magnitude)
-            del batch
+            _augment_in_place(transform, buffer, shape, dtype, slice(start, stop), seeds, magnitude)
             reply: tuple[str, str | None] = ("ok", None)
         except Exception:  # noqa: BLE001  (sent to the parent, which raises it as DataError)
             reply = ("error", traceback.format_exc())
