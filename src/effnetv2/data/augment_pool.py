@@ -99,14 +99,18 @@ class _Worker:
         self.replies.close()
 
 
-def _shut_down(workers: list[_Worker], buffers: list[shared_memory.SharedMemory]) -> None:
-    for worker in workers:
-        worker.stop()
+def _free(buffers: list[shared_memory.SharedMemory]) -> None:
     for buffer in buffers:
         buffer.close()
         buffer.unlink()
-    workers.clear()
     buffers.clear()
+
+
+def _shut_down(workers: list[_Worker], buffers: list[shared_memory.SharedMemory]) -> None:
+    for worker in workers:
+        worker.stop()
+    workers.clear()
+    _free(buffers)
 
 
 _open_pools: weakref.WeakSet[AugmentPool] = weakref.WeakSet()
@@ -139,9 +143,9 @@ class AugmentPool:
     def __call__(self, images: np.ndarray, destination: np.ndarray) -> np.ndarray:
         """Augmented copies of `images` in `destination[:len(images)]` (which is returned)."""
         count = len(images)
-        seeds = self._seeds.integers(0, 2**32, size=count)
-        magnitude = getattr(self.transform, "magnitude", None)
         with self._lock:
+            seeds = self._seeds.integers(0, 2**32, size=count)
+            magnitude = getattr(self.transform, "magnitude", None)
             if self.processes == 1 or count < 2:
                 augment_images(self.transform, images, destination, seeds, magnitude)
                 return destination[:count]
@@ -167,10 +171,8 @@ class AugmentPool:
     def _shared_batch(self, images: np.ndarray) -> np.ndarray:
         """`images` copied into the shared buffer (grown when too small), as an array over it."""
         if not self._buffers or self._buffers[0].size < images.nbytes:
-            for old in self._buffers:
-                old.close()
-                old.unlink()
-            self._buffers[:] = [shared_memory.SharedMemory(create=True, size=max(1, images.nbytes))]
+            _free(self._buffers)
+            self._buffers.append(shared_memory.SharedMemory(create=True, size=max(1, images.nbytes)))
         batch = np.ndarray(images.shape, images.dtype, buffer=self._buffers[0].buf)
         batch[:] = images
         return batch
@@ -229,7 +231,7 @@ def serve(tasks: BinaryIO, replies: BinaryIO) -> None:
         except EOFError:
             break
         try:
-            if buffer is None or buffer.name.lstrip("/") != name.lstrip("/"):
+            if buffer is None or buffer.name != name:
                 if buffer is not None:
                     buffer.close()
                 buffer = _attach(name)
